@@ -1,0 +1,40 @@
+"""
+ASGI entry point: HTTP through Django, WebSockets through Channels (JWT auth, Origin check).
+
+Run with ``daphne notifications_site.asgi:application``.
+"""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "notifications_site.settings")
+
+# Set up Django (apps, models) before anything imports models.
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+
+from realtime import fanout  # noqa: E402
+from realtime.daphne_compat import allow_standard_close_codes, exit_promptly_after_shutdown  # noqa: E402
+from realtime.auth import JWTAuthMiddlewareStack  # noqa: E402
+from realtime.origin import AllowedHostsOriginValidator  # noqa: E402
+from realtime.routing import websocket_urlpatterns  # noqa: E402
+
+# daphne refuses to send 1009/1011/1012 without this (realtime/daphne_compat.py).
+allow_standard_close_codes()
+# ... and hangs on SIGTERM under load without this (realtime/daphne_compat.py).
+exit_promptly_after_shutdown()
+
+router = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": AllowedHostsOriginValidator(JWTAuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+    }
+)
+
+
+async def application(scope, receive, send):
+    # Fan-out sends from this server's event loop (see realtime.fanout).
+    fanout.bind_loop()
+    return await router(scope, receive, send)
