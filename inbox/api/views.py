@@ -1,0 +1,251 @@
+"""
+Thin REST views: validate input, call a service or a selector, serialize the result.
+Every query starts from request.user: another user's notification is a 404, never a 403.
+"""
+
+import hashlib
+import re
+import time
+
+import orjson
+from django.db import transaction
+from django.http import Http404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema
+from rest_framework import permissions, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.generics import GenericAPIView
+from rest_framework.response import Response
+from rest_framework.views import APIView
+from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+
+from inbox import selectors, services
+from inbox.models import IdempotencyKey
+from inbox.payloads import notification_payload
+
+from .pagination import NotificationCursorPagination
+from .serializers import (
+    BulkSendResponseSerializer,
+    MeSerializer,
+    NotificationSendSerializer,
+    NotificationSerializer,
+    ReadAllResponseSerializer,
+    ReadAllSerializer,
+    UnreadCountSerializer,
+)
+from .throttles import AuthThrottle, ReadThrottle, SendThrottle
+
+MAX_ID = 2**63 - 1
+IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
+CATEGORY_RE = re.compile(r"^[-a-zA-Z0-9_]+\Z")
+
+
+class CanSendNotifications(permissions.BasePermission):
+    """
+    Holders of ``inbox.send_notification``. The answer is kept per process for
+    ``PERMISSION_CACHE_SECONDS``: has_perm costs two queries per send (bench/ profile: 5% of the
+    server's CPU), so a revoked permission takes effect within that many seconds.
+    """
+
+    message = "You do not have permission to send notifications."
+    PERMISSION_CACHE_SECONDS = 5.0
+    _cache: dict[int, tuple[float, bool]] = {}
+
+    def has_permission(self, request, view):
+        user = request.user
+        if not (user and user.is_authenticated):
+            return False
+        now = time.monotonic()
+        cached = self._cache.get(user.pk)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        allowed = user.has_perm("inbox.send_notification")
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[user.pk] = (now + self.PERMISSION_CACHE_SECONDS, allowed)
+        return allowed
+
+
+def _bool_param(request, name):
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return None
+    value = raw.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise ValidationError({name: ["Must be true or false."]})
+
+
+def _id_param(request, name):
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return None
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_ID:
+        raise ValidationError({name: [f"Must be an integer between 0 and {MAX_ID}."]})
+    return int(raw)
+
+
+def _own_notification(request, pk):
+    if pk > MAX_ID:
+        raise Http404
+    n = selectors.notification_get_for_user(user=request.user, notification_id=pk)
+    if n is None:
+        raise Http404
+    return n
+
+
+class ReadThrottled:
+    throttle_classes = [ReadThrottle]
+
+
+LIST_PARAMETERS = [
+    OpenApiParameter("unread", OpenApiTypes.BOOL, description="Only unread (true) or only read (false)."),
+    OpenApiParameter("category", OpenApiTypes.STR, description="Only this category."),
+    OpenApiParameter("after", OpenApiTypes.INT, description="Only ids strictly greater, oldest first (catch-up)."),
+    OpenApiParameter("page_size", OpenApiTypes.INT, description="1 to 200; default 50."),
+]
+
+SEND_RESPONSE = PolymorphicProxySerializer(
+    component_name="SendResult",
+    serializers=[NotificationSerializer, BulkSendResponseSerializer],
+    resource_type_field_name=None,
+)
+
+
+class NotificationListCreateView(GenericAPIView):
+    serializer_class = NotificationSerializer
+    pagination_class = NotificationCursorPagination
+
+    def get_permissions(self):
+        if self.request.method == "POST":
+            return [permissions.IsAuthenticated(), CanSendNotifications()]
+        return super().get_permissions()
+
+    def get_throttles(self):
+        return [SendThrottle()] if self.request.method == "POST" else [ReadThrottle()]
+
+    def get_queryset(self):
+        category = self.request.query_params.get("category") or None
+        if category is not None and (len(category) > 50 or not CATEGORY_RE.match(category)):
+            # Categories are slugs (as on send and read-all); anything else, a NUL above all, would
+            # reach PostgreSQL, which refuses NUL in text with an error (a 500).
+            raise ValidationError({"category": ["A category is a slug of at most 50 letters, digits, '-' or '_'."]})
+        return selectors.notification_list_for_user(
+            user=self.request.user,
+            unread=_bool_param(self.request, "unread"),
+            category=category,
+            after=_id_param(self.request, "after"),
+        )
+
+    # many=True: a GenericAPIView without ListModelMixin is otherwise documented as a single object,
+    # without the cursor parameter and with an operationId that collides with the detail view.
+    @extend_schema(parameters=LIST_PARAMETERS, responses=NotificationSerializer(many=True), summary="List my notifications")
+    def get(self, request):
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response([notification_payload(n) for n in page])
+
+    @extend_schema(
+        request=NotificationSendSerializer,
+        responses={201: SEND_RESPONSE},
+        parameters=[OpenApiParameter("Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER, description="Retries with the same key return the first response.")],
+        summary="Send a notification to one or many users",
+    )
+    def post(self, request):
+        key = request.headers.get("Idempotency-Key")
+        request_hash = None
+        if key is not None:
+            if not IDEMPOTENCY_KEY_RE.match(key):
+                raise ValidationError({"Idempotency-Key": ["1 to 255 printable ASCII characters."]})
+            request_hash = hashlib.sha256(orjson.dumps(request.data, option=orjson.OPT_SORT_KEYS)).hexdigest()
+            previous = IdempotencyKey.objects.filter(sender=request.user, key=key).first()
+            if previous is not None:
+                return self._replay(previous, request_hash)
+
+        serializer = NotificationSendSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        v = serializer.validated_data
+        with transaction.atomic():
+            claim = None
+            if key is not None:
+                claim = services.idempotency_key_claim(sender=request.user, key=key, request_hash=request_hash)
+                if claim.replay:
+                    return self._replay(claim.record, request_hash)
+            created = services.notification_create(sender=request.user, **serializer.notification_fields())
+            if v["single"]:
+                body = notification_payload(created[0], sender_username=request.user.username)
+            else:
+                body = {"count": len(created), "ids": [n.id for n in created]}
+            if claim is not None:
+                services.idempotency_key_complete(record=claim.record, status=201, body=body)
+        return Response(body, status=status.HTTP_201_CREATED)
+
+    def _replay(self, record, request_hash):
+        if record.request_hash != request_hash:
+            raise services.IdempotencyConflict(record.key)
+        return Response(record.response_body, status=record.response_status, headers={"Idempotent-Replayed": "true"})
+
+
+class NotificationDetailView(ReadThrottled, APIView):
+    @extend_schema(responses={200: NotificationSerializer}, summary="One of my notifications")
+    def get(self, request, pk):
+        return Response(notification_payload(_own_notification(request, pk)))
+
+    @extend_schema(responses={204: None}, summary="Delete one of my notifications")
+    def delete(self, request, pk):
+        n = _own_notification(request, pk)
+        services.notification_delete(user=request.user, ids=[n.pk])
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class NotificationReadView(ReadThrottled, APIView):
+    read = True
+
+    @extend_schema(request=None, responses={200: NotificationSerializer}, summary="Mark one of my notifications read")
+    def post(self, request, pk):
+        n = _own_notification(request, pk)
+        if self.read:
+            services.notification_mark_read(user=request.user, ids=[n.pk])
+        else:
+            services.notification_mark_unread(user=request.user, ids=[n.pk])
+        return Response(notification_payload(_own_notification(request, pk)))
+
+
+class NotificationUnreadView(NotificationReadView):
+    read = False
+
+    @extend_schema(request=None, responses={200: NotificationSerializer}, summary="Mark one of my notifications unread")
+    def post(self, request, pk):
+        return super().post(request, pk)
+
+
+class NotificationReadAllView(ReadThrottled, APIView):
+    @extend_schema(request=ReadAllSerializer, responses={200: ReadAllResponseSerializer}, summary="Mark all my notifications read")
+    def post(self, request):
+        data = request.data or {}
+        serializer = ReadAllSerializer(data=data)
+        serializer.is_valid(raise_exception=True)
+        changed = services.notification_mark_all_read(user=request.user, category=serializer.validated_data.get("category"))
+        return Response({"updated": len(changed), "unread": selectors.notification_unread_count(user_id=request.user.pk)})
+
+
+class UnreadCountView(ReadThrottled, APIView):
+    @extend_schema(responses={200: UnreadCountSerializer}, summary="How many of my notifications are unread")
+    def get(self, request):
+        return Response({"unread": selectors.notification_unread_count(user_id=request.user.pk)})
+
+
+class MeView(ReadThrottled, APIView):
+    @extend_schema(responses={200: MeSerializer}, summary="Who am I, and may I send")
+    def get(self, request):
+        u = request.user
+        return Response({"id": u.pk, "username": u.get_username(), "can_send": u.has_perm("inbox.send_notification")})
+
+
+class TokenView(TokenObtainPairView):
+    throttle_classes = [AuthThrottle]
+
+
+class TokenRefresh(TokenRefreshView):
+    throttle_classes = [AuthThrottle]

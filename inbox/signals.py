@@ -1,0 +1,34 @@
+"""
+Signal adapters: connected in InboxConfig.ready(), a few lines each, no domain logic.
+
+Rows saved one by one (the admin's add form, the shell, other code) are pushed after commit.
+The bulk send path (services.notification_create) does not go through save() and pushes itself.
+"""
+
+from django.db.models.signals import post_save
+
+
+def _notification_saved(sender, instance, created, raw=False, **kwargs):
+    if created and not raw:
+        from .services import notification_push_saved
+
+        notification_push_saved(notification=instance)
+
+
+def _sqlite_use_its_real_variable_limit(sender, connection, **kwargs):
+    # Django 5.2 assumes SQLite's historical 999 bound variables per query and splits a bulk
+    # insert of notifications into batches of ~90 rows; SQLite >= 3.32 allows 32,766, which keeps
+    # a 1,000-recipient send one INSERT. https://www.sqlite.org/limits.html#max_variable_number
+    if connection.vendor == "sqlite":
+        import sqlite3
+
+        connection.features.max_query_params = connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+
+
+def connect() -> None:
+    from django.db.backends.signals import connection_created
+
+    from .models import Notification
+
+    post_save.connect(_notification_saved, sender=Notification, dispatch_uid="inbox.notification_saved")
+    connection_created.connect(_sqlite_use_its_real_variable_limit, dispatch_uid="inbox.sqlite_variable_limit")
