@@ -1,0 +1,85 @@
+"""
+Let daphne send the standard close codes the consumer uses (1009, 1011, 1012).
+
+daphne turns an ASGI ``websocket.close`` into autobahn's ``sendClose``, which refuses every code
+but 1000 and 3000-4999 (django/daphne#374, crossbario/autobahn-python#1642). The refusal is an
+exception inside the ``send`` of the consumer, so the close frame is never sent: a socket whose
+channel layer failed stayed open and deaf, and an oversized frame got 1011 instead of 1009.
+RFC 6455 section 7.4.1 lets an endpoint send these codes; this sends them as close frames directly.
+
+It also turns off autobahn's ``failByDrop``: on a frame over daphne's own limit (1 MiB) or a text
+frame of invalid UTF-8, daphne cut the TCP connection without a close frame (the client saw 1006);
+now it sends 1009 or 1007 first, as RFC 6455 section 7.1.7 asks.
+"""
+
+from __future__ import annotations
+
+# RFC 6455 7.4.1 and the IANA registry: codes an endpoint may put in a close frame.
+STANDARD_CLOSE_CODES = frozenset({1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
+
+
+def allow_standard_close_codes() -> None:
+    """Patch daphne's WebSocketProtocol.serverClose once (no-op without daphne)."""
+    try:
+        from daphne.ws_protocol import WebSocketProtocol
+    except ImportError:  # another ASGI server
+        return
+    if getattr(WebSocketProtocol, "_inbox_standard_close_codes", False):
+        return
+    original = WebSocketProtocol.serverClose
+
+    def serverClose(self, code=None):
+        if code in STANDARD_CLOSE_CODES:
+            self.sendCloseFrame(code=code, isReply=False)
+        else:
+            original(self, code)
+
+    WebSocketProtocol.serverClose = serverClose
+    WebSocketProtocol._inbox_standard_close_codes = True
+
+    from daphne.ws_protocol import WebSocketFactory
+
+    factory_init = WebSocketFactory.__init__
+
+    def __init__(self, *args, **kwargs):
+        factory_init(self, *args, **kwargs)
+        self.setProtocolOptions(failByDrop=False)
+
+    WebSocketFactory.__init__ = __init__
+
+
+def exit_promptly_after_shutdown() -> None:
+    """
+    Under daphne, end the process once the reactor has shut down (SIGTERM, SIGINT).
+
+    A request in flight runs the middleware chain in a worker thread that waits in async_to_sync
+    for the view's coroutine on the event loop. daphne stops that loop on SIGTERM, so the thread
+    waits forever, and Python's exit waits for the thread: under load the process never exited by
+    itself and was killed by the process manager (10 s in the test, 90 s under systemd's default).
+    Those requests are lost either way (their clients get a reset and retry, idempotently); the
+    process now exits right after daphne's own shutdown instead of hanging.
+    """
+    import sys
+
+    if "twisted.internet.reactor" not in sys.modules:
+        return  # not under daphne; importing the reactor here would install the wrong one
+    from twisted.internet import reactor
+
+    if getattr(reactor, "_inbox_exit_after_shutdown", False):
+        return
+
+    def _exit() -> None:
+        import logging
+        import os
+
+        logging.getLogger(__name__).info("daphne has shut down; exiting without waiting for stuck request threads")
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(0)
+
+    reactor.addSystemEventTrigger("after", "shutdown", _exit)
+    reactor._inbox_exit_after_shutdown = True
