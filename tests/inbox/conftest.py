@@ -1,0 +1,43 @@
+"""Fixtures of the inbox tests: captured fan-out events, clean throttle counters."""
+
+from __future__ import annotations
+
+import pytest
+
+
+class PushedEvents(list):
+    """Every (user id, message) handed to the channel layer by realtime.fanout, in order."""
+
+    def of_type(self, event_type: str) -> list:
+        return [(uid, msg) for uid, msg in self if msg["type"] == event_type]
+
+    def users(self) -> list[int]:
+        return [uid for uid, _ in self]
+
+
+@pytest.fixture
+def pushed(monkeypatch):
+    """
+    Record the fan-out instead of sending it: ``realtime.fanout._dispatch`` is the single point
+    where events leave the process (Zulip's capture_send_event_calls does the same).
+    """
+    from realtime import fanout
+
+    events = PushedEvents()
+    monkeypatch.setattr(fanout, "_dispatch", lambda batch: events.extend(batch))
+    return events
+
+
+@pytest.fixture
+def sender_client(service_account, client_for):
+    return client_for(service_account)
+
+
+@pytest.fixture
+def alice_client(alice, client_for):
+    return client_for(alice)
+
+
+@pytest.fixture
+def bob_client(bob, client_for):
+    return client_for(bob)

@@ -1,0 +1,124 @@
+"""Services (writes) and selectors (reads) called directly, as other code and the WebSocket consumer do."""
+
+from datetime import timedelta
+
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from inbox import selectors, services
+from inbox.models import Notification
+from tests.factories import make_notification, make_notifications, make_users
+
+
+def test_notification_create_returns_one_row_per_recipient_in_order(alice, bob, service_account):
+    created = services.notification_create(
+        recipients=[bob, alice], title="T", message="M", category="ops", data={"k": 1}, link="https://e.com", sender=service_account
+    )
+    assert [n.recipient_id for n in created] == [bob.pk, alice.pk]
+    assert all(n.pk for n in created)
+    assert created[0].id < created[1].id
+    stored = Notification.objects.get(pk=created[0].id)
+    assert (stored.title, stored.message, stored.category, stored.data, stored.link, stored.sender_id) == (
+        "T", "M", "ops", {"k": 1}, "https://e.com", service_account.pk,
+    )
+    assert stored.created_at == created[1].created_at
+
+
+def test_notification_create_takes_as_many_queries_for_1000_recipients_as_for_10(db):
+    users = make_users(1010)
+    with CaptureQueriesContext(connection) as few:
+        services.notification_create(recipients=users[:10], title="T")
+    with CaptureQueriesContext(connection) as many:
+        services.notification_create(recipients=users[10:], title="T")
+    assert len(many) == len(few)
+    assert Notification.objects.count() == 1010
+
+
+def test_user_resolve_recipients_maps_ids_and_usernames(alice, bob, make_user):
+    make_user("gone", is_active=False)
+    users, unknown = selectors.user_resolve_recipients(refs=["alice", bob.pk, "alice", alice.pk, "gone", 999_999, "nobody"])
+    assert [u.pk for u in users] == [alice.pk, bob.pk]
+    assert unknown == ["gone", 999_999, "nobody"]
+
+
+def test_the_unread_counts_of_many_users_in_one_query(alice, bob, make_user):
+    carol = make_user("carol")
+    make_notifications(alice, 2)
+    make_notification(alice, read_at=timezone.now())
+    make_notification(bob, expires_at=timezone.now() - timedelta(seconds=1))
+    make_notification(bob)
+    with CaptureQueriesContext(connection) as queries:
+        counts = selectors.notification_unread_counts(user_ids=[alice.pk, bob.pk, carol.pk, alice.pk])
+    assert counts == {alice.pk: 2, bob.pk: 1, carol.pk: 0}
+    assert len(queries) == 1
+
+
+def test_catchup_returns_what_was_missed_oldest_first(alice, bob):
+    created = make_notifications(alice, 5)
+    make_notifications(bob, 2)
+    make_notification(alice, expires_at=timezone.now() - timedelta(seconds=1))
+    after = created[1].id
+    assert [n.id for n in selectors.notification_catchup(user_id=alice.pk, after=after, limit=100)] == [n.id for n in created[2:]]
+    assert [n.id for n in selectors.notification_catchup(user_id=alice.pk, after=after, limit=2)] == [created[2].id, created[3].id]
+    assert [n.id for n in selectors.notification_catchup(user_id=alice.pk, after=after, limit=100, upto=created[3].id)] == [
+        created[2].id, created[3].id,
+    ]
+
+
+def test_catchup_of_pending_notifications_skips_the_acknowledged_ones(alice):
+    delivered = make_notification(alice, delivered_at=timezone.now())
+    pending = make_notification(alice)
+    assert [n.id for n in selectors.notification_catchup(user_id=alice.pk, after=None, limit=10, pending=True)] == [pending.id]
+    assert [n.id for n in selectors.notification_catchup(user_id=alice.pk, after=None, limit=10)] == [delivered.id, pending.id]
+
+
+def test_ack_sets_delivered_at_once_and_only_for_the_owner(alice, bob):
+    mine = make_notification(alice)
+    theirs = make_notification(bob)
+    assert services.notification_ack(user=alice, ids=[mine.id, theirs.id]) == [mine.id]
+    mine.refresh_from_db()
+    first = mine.delivered_at
+    assert first is not None
+    assert services.notification_ack(user=alice, ids=[mine.id]) == []
+    mine.refresh_from_db()
+    assert mine.delivered_at == first
+    theirs.refresh_from_db()
+    assert theirs.delivered_at is None
+    assert mine.state == "delivered"
+
+
+def test_mark_read_and_delete_ignore_other_users_ids(alice, bob, pushed, django_capture_on_commit_callbacks):
+    theirs = make_notification(bob)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.notification_mark_read(user=alice, ids=[theirs.id]) == []
+        assert services.notification_delete(user=alice, ids=[theirs.id]) == []
+    theirs.refresh_from_db()
+    assert theirs.read_at is None
+    assert pushed == []
+
+
+def test_mark_read_handles_at_most_the_id_limit(alice, settings):
+    settings.INBOX = {**settings.INBOX, "MAX_IDS_PER_REQUEST": 3}
+    created = make_notifications(alice, 5)
+    changed = services.notification_mark_read(user=alice, ids=[n.id for n in created])
+    assert changed == [n.id for n in created[:3]]
+
+
+def test_the_newest_id(alice, bob):
+    assert selectors.notification_newest_id(user_id=alice.pk) == 0
+    created = make_notifications(alice, 3)
+    make_notification(bob)
+    assert selectors.notification_newest_id(user_id=alice.pk) == created[-1].id
+
+
+def test_the_state_follows_the_timestamps(alice):
+    n = make_notification(alice)
+    assert n.state == "pending"
+    n.delivered_at = timezone.now()
+    assert n.state == "delivered"
+    n.read_at = timezone.now()
+    assert n.state == "read"
+    assert not n.is_expired()
+    n.expires_at = timezone.now() - timedelta(seconds=1)
+    assert n.is_expired()
