@@ -120,10 +120,13 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+DATABASE_IS_SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+if DATABASE_IS_SQLITE:
     # Several processes (daphne + the shell) share the file: wait for the write lock instead of
     # failing at once, and take it at BEGIN so ids are allocated in commit order.
     # https://docs.djangoproject.com/en/5.2/ref/databases/#sqlite-transaction-behavior
+    # The threads of one process queue for that lock fairly (notifications_site/sqlite_backend).
+    DATABASES["default"]["ENGINE"] = "notifications_site.sqlite_backend"
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
     )

@@ -5,7 +5,7 @@ import os
 os.environ.setdefault("DJANGO_DEBUG", "1")
 
 from .settings import *  # noqa: E402,F401,F403
-from .settings import BASE_DIR, DATABASES, REST_FRAMEWORK  # noqa: E402
+from .settings import BASE_DIR, DATABASE_IS_SQLITE, DATABASES, REST_FRAMEWORK  # noqa: E402
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
@@ -13,7 +13,7 @@ CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}
 # The test database is a file, so that a daphne process started by an end-to-end test sees it.
 # INBOX_TEST_DB names it, so that two test runs on one machine do not share a database.
 _test_db = os.environ.get("INBOX_TEST_DB", "")
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+if DATABASE_IS_SQLITE:
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / f".pytest-db{('-' + _test_db) if _test_db else ''}.sqlite3")}
 elif _test_db:
     DATABASES["default"]["TEST"] = {"NAME": f"test_inbox_{_test_db}"}
