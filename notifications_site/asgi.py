@@ -13,6 +13,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "notifications_site.settings")
 # Set up Django (apps, models) before anything imports models.
 django_asgi_app = get_asgi_application()
 
+from django.conf import settings  # noqa: E402
+
+from notifications_site.http import PooledASGIHandler  # noqa: E402
+
+if settings.HTTP_THREADS:
+    # Each request in one pooled thread instead of Django's thread-per-request (notifications_site/http.py).
+    django_asgi_app = PooledASGIHandler(settings.HTTP_THREADS)
+
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from realtime import fanout  # noqa: E402

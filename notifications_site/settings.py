@@ -175,6 +175,10 @@ WHITENOISE_USE_FINDERS = True
 # --- Request limits -------------------------------------------------------------------------
 # Bodies over this size are answered 413 before they are read (inbox.middleware).
 INBOX_MAX_BODY_BYTES = env_int("INBOX_MAX_BODY_BYTES", 1024 * 1024)
+# HTTP requests run in a fixed pool of this many threads (notifications_site/http.py). Below
+# DATABASE_POOL_MAX, so a request never waits for a connection and the WebSocket consumers' queries
+# keep a few. 0: Django's stock ASGIHandler (a new thread per request).
+HTTP_THREADS = env_int("INBOX_HTTP_THREADS", 12)
 DATA_UPLOAD_MAX_MEMORY_SIZE = INBOX_MAX_BODY_BYTES
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 2000
 
