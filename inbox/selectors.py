@@ -9,6 +9,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Count, QuerySet
 from django.utils import timezone
 
+from . import directory
 from .models import Notification
 
 User = get_user_model()
@@ -95,11 +96,15 @@ def user_resolve_recipients(*, refs: Sequence[int | str]) -> tuple[list, list[in
     """
     Map recipient references (an int is a user id, a string a username) to active users.
     Returns the users (in first-seen order, without duplicates) and the references that match no
-    active user.
+    active user. Users found are remembered per process for a few seconds (inbox/directory.py).
     """
-    ids = list({r for r in refs if isinstance(r, int)})
-    names = list({r for r in refs if isinstance(r, str)})
     by_id, by_name = {}, {}
+    for r in refs:
+        found = directory.recipients.get(r)
+        if found is not None:
+            (by_id if isinstance(r, int) else by_name)[r] = found
+    ids = list({r for r in refs if isinstance(r, int) and r not in by_id})
+    names = list({r for r in refs if isinstance(r, str) and r not in by_name})
     # Plain (id, username) rows, not User instances: a 10,000-recipient send resolves in a
     # third of the time.
     for start in range(0, len(ids), 5000):
@@ -108,6 +113,10 @@ def user_resolve_recipients(*, refs: Sequence[int | str]) -> tuple[list, list[in
     for start in range(0, len(names), 5000):
         rows = User.objects.filter(username__in=names[start : start + 5000], is_active=True).values_list("id", "username")
         by_name.update((name, Recipient(pk, name)) for pk, name in rows)
+    for found, asked in ((by_id, ids), (by_name, names)):
+        for r in asked:
+            if r in found:
+                directory.recipients.set(r, found[r])
     users, seen, unknown = [], set(), []
     for r in refs:
         u = by_id.get(r) if isinstance(r, int) else by_name.get(r)

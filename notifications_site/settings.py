@@ -193,12 +193,14 @@ INBOX = {
     "CATCHUP_BATCH": 500,
     "CATCHUP_MAX": env_int("INBOX_CATCHUP_MAX", 10_000),
     "IDEMPOTENCY_KEY_MAX_LENGTH": 255,
+    # Users, send permissions and recipients are remembered per process this long (inbox/directory.py).
+    "DIRECTORY_CACHE_SECONDS": env_float("INBOX_DIRECTORY_CACHE_SECONDS", 5.0),
 }
 
 # --- REST framework -------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "inbox.api.authentication.CachedJWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -21,6 +21,8 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import AccessToken
 
+from inbox import directory
+
 BEARER = "bearer"
 DATABASE_UNAVAILABLE = "database_unavailable"
 MAX_TOKEN_LENGTH = 4096
@@ -35,8 +37,22 @@ def token_from_scope(scope) -> str | None:
     return values[0] if values else None
 
 
+async def _get_active_user(user_id):
+    """The token's active user, remembered per process for a few seconds (inbox/directory.py)."""
+    try:
+        cached = directory.users.get(user_id)
+    except TypeError:  # an unhashable claim
+        return None
+    if cached is not None:
+        return cached
+    user = await _load_active_user(user_id)
+    if user is not None:
+        directory.users.set(user_id, user)
+    return user
+
+
 @database_sync_to_async
-def _get_active_user(user_id):
+def _load_active_user(user_id):
     User = get_user_model()
     try:
         return User.objects.get(**{api_settings.USER_ID_FIELD: user_id}, is_active=True)

@@ -139,9 +139,9 @@ def _clean_throttle_counters():
 
 @pytest.fixture(autouse=True)
 def _forget_cached_send_permissions():
-    """User ids are reused between tests: the per-process permission cache must not carry over."""
-    from inbox.api.views import CanSendNotifications
+    """User ids are reused between tests: users and permissions remembered per process must not carry over."""
+    from inbox import directory
 
-    CanSendNotifications._cache.clear()
+    directory.forget_all()
     yield
-    CanSendNotifications._cache.clear()
+    directory.forget_all()

@@ -5,7 +5,6 @@ Every query starts from request.user: another user's notification is a 404, neve
 
 import hashlib
 import re
-import time
 
 import orjson
 from django.db import transaction
@@ -19,7 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
-from inbox import selectors, services
+from inbox import directory, selectors, services
 from inbox.models import IdempotencyKey
 from inbox.payloads import notification_payload
 
@@ -42,27 +41,20 @@ CATEGORY_RE = re.compile(r"^[-a-zA-Z0-9_]+\Z")
 
 class CanSendNotifications(permissions.BasePermission):
     """
-    Holders of ``inbox.send_notification``. The answer is kept per process for
-    ``PERMISSION_CACHE_SECONDS``: has_perm costs two queries per send (bench/ profile: 5% of the
-    server's CPU), so a revoked permission takes effect within that many seconds.
+    Holders of ``inbox.send_notification``. The answer is kept per process for a few seconds
+    (inbox/directory.py): has_perm costs two queries per send (bench/ profile: 5% of the server's CPU).
     """
 
     message = "You do not have permission to send notifications."
-    PERMISSION_CACHE_SECONDS = 5.0
-    _cache: dict[int, tuple[float, bool]] = {}
 
     def has_permission(self, request, view):
         user = request.user
         if not (user and user.is_authenticated):
             return False
-        now = time.monotonic()
-        cached = self._cache.get(user.pk)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        allowed = user.has_perm("inbox.send_notification")
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[user.pk] = (now + self.PERMISSION_CACHE_SECONDS, allowed)
+        allowed = directory.send_permissions.get(user.pk)
+        if allowed is None:
+            allowed = user.has_perm("inbox.send_notification")
+            directory.send_permissions.set(user.pk, allowed)
         return allowed
 
 

@@ -1,0 +1,64 @@
+"""
+Who is who, remembered per process for a few seconds.
+
+Every send asked the database three times about users before doing its work: the token's user
+(simplejwt's ``JWTAuthentication.get_user``), whether that user may send (``has_perm``: two
+queries), and who the recipients are. In bench/ (directed sends) these were about a fifth of the
+server's CPU. The answers are kept here for ``INBOX["DIRECTORY_CACHE_SECONDS"]`` (5 s).
+
+A change made through Django in this process (a user saved or deleted, permissions or groups
+changed) forgets everything at once; another process sees it within those seconds. So a
+deactivated user or a revoked send permission can still act for at most that long, on other
+server processes. Only positive answers are kept: an unknown recipient is asked again each time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from django.conf import settings
+
+
+class TTLCache:
+    """A bounded dict whose entries expire; safe to share between request threads."""
+
+    def __init__(self, max_entries: int = 50_000) -> None:
+        self.max_entries = max_entries
+        self._data: dict[Any, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key, default=None):
+        entry = self._data.get(key)
+        if entry is None or entry[0] < time.monotonic():
+            return default
+        return entry[1]
+
+    def set(self, key, value) -> None:
+        ttl = settings.INBOX["DIRECTORY_CACHE_SECONDS"]
+        if ttl <= 0:
+            return
+        with self._lock:
+            if len(self._data) >= self.max_entries:
+                self._data.clear()
+            self._data[key] = (time.monotonic() + ttl, value)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+users = TTLCache()  # user id -> active User (authentication)
+send_permissions = TTLCache()  # user id -> may send (bool)
+recipients = TTLCache()  # ("id", pk) or ("name", username) -> selectors.Recipient
+
+
+def forget_all(**kwargs) -> None:
+    """Signal receiver: a user, a group or a permission changed in this process."""
+    users.clear()
+    send_permissions.clear()
+    recipients.clear()
