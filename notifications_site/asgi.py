@@ -24,7 +24,7 @@ if settings.HTTP_THREADS:
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from realtime import fanout  # noqa: E402
-from realtime.daphne_compat import allow_standard_close_codes, exit_promptly_after_shutdown  # noqa: E402
+from realtime.daphne_compat import allow_standard_close_codes, exit_promptly_after_shutdown, skip_twisted_form_parsing  # noqa: E402
 from realtime.auth import JWTAuthMiddlewareStack  # noqa: E402
 from realtime.origin import AllowedHostsOriginValidator  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
@@ -33,6 +33,8 @@ from realtime.routing import websocket_urlpatterns  # noqa: E402
 allow_standard_close_codes()
 # ... and hangs on SIGTERM under load without this (realtime/daphne_compat.py).
 exit_promptly_after_shutdown()
+# ... and parses POST bodies it never uses without this (realtime/daphne_compat.py).
+skip_twisted_form_parsing()
 
 router = ProtocolTypeRouter(
     {
