@@ -66,8 +66,8 @@ def notification_create(
     recipient_ids = [u.pk for u in recipients]
     with transaction.atomic():
         _lock_recipients(recipient_ids)
-        if connection.vendor == "postgresql" and len(recipient_ids) > 1:
-            ids = _insert_for_many_postgresql(
+        if connection.vendor == "postgresql":
+            ids, unread = _insert_and_count_postgresql(
                 recipient_ids, sender, category, title, message, data, link, now, expires_at
             )
             template = Notification(
@@ -84,7 +84,7 @@ def notification_create(
                 for rid in recipient_ids
             ]
             created = Notification.objects.bulk_create(rows, batch_size=2000)
-        unread = notification_unread_counts(user_ids=[n.recipient_id for n in created])
+            unread = notification_unread_counts(user_ids=[n.recipient_id for n in created])
         sender_username = sender.username if sender is not None else None
         transaction.on_commit(
             partial(fanout.notifications_created, created, unread=unread, sender_username=sender_username),
@@ -105,25 +105,45 @@ def _copy_saved(template: Notification, **fields) -> Notification:
     return obj
 
 
-def _insert_for_many_postgresql(recipient_ids, sender, category, title, message, data, link, now, expires_at) -> list[int]:
+def _insert_and_count_postgresql(
+    recipient_ids, sender, category, title, message, data, link, now, expires_at
+) -> tuple[list[int], dict[int, int]]:
     """
-    The same notification for many recipients in one INSERT ... SELECT FROM unnest(): ten
-    parameters instead of eleven per row. bulk_create of 10,000 rows spent ~1 s adapting 110,000
-    parameters; this takes a fraction of that. Returns the new ids in recipients order (the
-    sequence is drawn in the SELECT's order).
+    The same notification for every recipient in one INSERT ... SELECT FROM unnest(), and the
+    recipients' unread counts, in one statement. bulk_create of 10,000 rows spent ~1 s adapting
+    110,000 parameters; this passes ten. For one recipient it replaces an ORM insert and an ORM
+    count (bench/ profile of directed sends: the two were a quarter of the server's CPU).
+
+    Returns the new ids in recipients order (the sequence is drawn in the SELECT's order) and the
+    unread counts including the new rows. The count runs on the statement's snapshot, taken after
+    the recipients' locks (_lock_recipients), so it sees every committed row but not the rows this
+    statement inserts: those are added here.
     """
     table = connection.ops.quote_name(Notification._meta.db_table)
+    ids_param = list(recipient_ids)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (recipient_id, sender_id, category, title, message, data, link, created_at, expires_at) "
-            "SELECT r, %s, %s, %s, %s, %s::jsonb, %s, %s, %s FROM unnest(%s::bigint[]) WITH ORDINALITY AS t(r, o) "
-            "ORDER BY o RETURNING id",
+            f"WITH ins AS ("
+            f" INSERT INTO {table} (recipient_id, sender_id, category, title, message, data, link, created_at, expires_at)"
+            " SELECT r, %s, %s, %s, %s, %s::jsonb, %s, %s, %s FROM unnest(%s::bigint[]) WITH ORDINALITY AS t(r, o)"
+            " ORDER BY o RETURNING id)"
+            " SELECT id, NULL FROM ins"
+            " UNION ALL"
+            f" SELECT recipient_id, count(*) FROM {table} WHERE recipient_id = ANY(%s::bigint[])"
+            " AND read_at IS NULL AND (expires_at IS NULL OR expires_at > %s) GROUP BY recipient_id",
             [
                 sender.pk if sender is not None else None, category, title, message,
-                orjson.dumps(data).decode(), link, now, expires_at, list(recipient_ids),
+                orjson.dumps(data).decode(), link, now, expires_at, ids_param, ids_param, now,
             ],
         )
-        return sorted(row[0] for row in cursor.fetchall())
+        rows = cursor.fetchall()
+    ids = sorted(key for key, n in rows if n is None)
+    unread = dict.fromkeys(ids_param, 0)
+    unread.update((key, n) for key, n in rows if n is not None)
+    if expires_at is None or expires_at > now:
+        for rid in ids_param:
+            unread[rid] += 1
+    return ids, unread
 
 
 def notification_push_saved(*, notification: Notification) -> None:

@@ -44,6 +44,16 @@ def test_a_bulk_send_pushes_one_event_per_recipient(sender_client, alice, bob, m
     assert {m["notification"]["sender"] for _, m in pushed} == {"billing-service"}
 
 
+def test_the_unread_count_pushed_with_a_send_leaves_out_expired_rows(alice, bob, pushed, django_capture_on_commit_callbacks):
+    now = timezone.now()
+    make_notification(alice, expires_at=now - timedelta(minutes=1))
+    make_notification(alice, expires_at=now + timedelta(hours=1))
+    with django_capture_on_commit_callbacks(execute=True):
+        services.notification_create(recipients=[alice, bob], title="counted")
+        services.notification_create(recipients=[alice], title="expires soon", expires_at=now + timedelta(days=1))
+    assert [(uid, m["unread"]) for uid, m in pushed] == [(alice.pk, 2), (bob.pk, 1), (alice.pk, 3)]
+
+
 def test_nothing_is_pushed_before_the_commit(sender_client, alice, pushed, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         sender_client.post("/api/notifications/", {"recipient": "alice", "title": "Hi"}, format="json")
