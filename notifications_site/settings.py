@@ -110,6 +110,8 @@ ASGI_APPLICATION = "notifications_site.asgi.application"
 
 # --- Database -------------------------------------------------------------------------------
 # https://github.com/jazzband/dj-database-url
+if not os.environ.get("DATABASE_URL", "").strip():
+    os.environ.pop("DATABASE_URL", None)  # set but empty: the SQLite default, as when unset
 DATABASES = {
     "default": dj_database_url.config(
         default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
