@@ -27,6 +27,8 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from .layers import wait_reply
+
 logger = logging.getLogger(__name__)
 
 Event = tuple[int, dict[str, Any]]  # (user id, channel-layer message)
@@ -108,7 +110,7 @@ async def send_now(events: Sequence[Event]) -> bool:
     timeout = settings.REALTIME["SEND_TIMEOUT"]
     try:
         if hasattr(layer, "group_send_many"):
-            await asyncio.wait_for(layer.group_send_many(messages), timeout)
+            await wait_reply(layer.group_send_many(messages), timeout)
         else:
             await asyncio.wait_for(asyncio.gather(*(layer.group_send(g, m) for g, m in messages)), timeout)
         return True

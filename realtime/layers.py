@@ -15,9 +15,12 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Awaitable, Sequence
 
+import redis.asyncio as aioredis
 from channels_redis.core import RedisChannelLayer
+from channels_redis.utils import create_pool
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +60,43 @@ return dropped
 """
 
 
+async def wait_reply(awaitable: Awaitable, timeout: float | None):
+    """
+    Await a Redis reply for at most ``timeout`` seconds of an event loop that is free to run it.
+
+    redis-py bounds each read by ``socket_timeout`` with ``asyncio.timeout``, which cancels the
+    reading task once the wall-clock time is up. When a process delivers a broadcast, thousands of
+    socket sends are queued on its event loop; a reply that came in time waits behind them for its
+    turn, and the cancellation wins. bench/ saw it: a pump read "timed out" during a 5,000-socket
+    broadcast and the process closed all its sockets (1012). The patient clients have no read
+    timeout; ``asyncio.wait`` here does not cancel the call when its time is up.
+    Here, when the time is up, the loop's own lag is measured: if the loop is that busy, the reply
+    is likely waiting to be read and we wait another period (up to ten in all); if the loop is idle,
+    Redis is not answering and TimeoutError is raised.
+    """
+    task = asyncio.ensure_future(awaitable)
+    if timeout is None:
+        return await task
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + 10 * timeout
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=timeout)
+            if done:
+                return task.result()
+            started = loop.time()
+            await asyncio.sleep(0)  # one turn of the loop: how long did the queued work take?
+            lag = loop.time() - started
+            if task.done():
+                return task.result()
+            if lag < timeout / 4 or loop.time() >= give_up:
+                raise TimeoutError(f"Redis did not answer within {timeout:g}s")
+            logger.info("channel layer: event loop %.2fs behind; waiting for Redis' reply another %gs", lag, timeout)
+    finally:
+        if not task.done():
+            task.cancel()
+
+
 class BatchingRedisChannelLayer(RedisChannelLayer):
     """RedisChannelLayer with ``group_send_many`` (used by realtime.fanout)."""
 
@@ -72,6 +112,20 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
         timeouts = [h["socket_timeout"] for h in self.hosts if isinstance(h, dict) and h.get("socket_timeout")]
         if timeouts:
             self.brpop_timeout = max(0.1, min(self.brpop_timeout, min(timeouts) / 2))
+        # The pump, the watchdog and group_send_many read through clients without redis-py's read
+        # timeout and bound each reply with wait_reply() instead, which a busy loop does not trip.
+        self.reply_timeout: float | None = min(timeouts) if timeouts else None
+        self._patient: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loop -> {index: client}
+
+    def patient_connection(self, index: int) -> aioredis.Redis:
+        """A client of shard ``index`` without redis-py's read timeout: bound its calls with wait_reply()."""
+        clients = self._patient.setdefault(asyncio.get_running_loop(), {})
+        client = clients.get(index)
+        if client is None:
+            host = dict(self.hosts[index])
+            host["socket_timeout"] = None
+            client = clients[index] = aioredis.Redis(connection_pool=create_pool(host))
+        return client
 
     # --- Receiving: one pump per process, many messages per round trip ------------------------
 
@@ -119,15 +173,19 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
 
     async def _pump(self, real_channel: str) -> None:
         key = self.prefix + real_channel
-        conn = self.connection(self.consistent_hash(real_channel))
+        conn = self.patient_connection(self.consistent_hash(real_channel))
         queues = self._local_queues
+        timeout = self.reply_timeout
         try:
             while queues:
-                popped = await conn.zpopmin(key, self.RECEIVE_BATCH)
+                popped = await wait_reply(conn.zpopmin(key, self.RECEIVE_BATCH), timeout)
                 if popped:
                     members = [member for member, _ in popped]
                 else:
-                    result = await conn.bzpopmin(key, timeout=self.brpop_timeout)
+                    result = await wait_reply(
+                        conn.bzpopmin(key, timeout=self.brpop_timeout),
+                        None if timeout is None else timeout + self.brpop_timeout,
+                    )
                     if result is None:
                         continue
                     members = [result[1]]
@@ -187,11 +245,11 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
         members: list[list[str]] = [[] for _ in messages]
         cutoff = int(now) - self.group_expiry
         for index, positions in by_conn.items():
-            conn = self.connection(index)
+            conn = self.patient_connection(index)
             for start in range(0, len(positions), 2000):
                 chunk = positions[start : start + 2000]
                 keys = [self._group_key(messages[i][0]) for i in chunk]
-                results = await conn.eval(_MEMBERS_LUA, len(keys), *keys, cutoff)
+                results = await wait_reply(conn.eval(_MEMBERS_LUA, len(keys), *keys, cutoff), self.reply_timeout)
                 for i, result in zip(chunk, results):
                     members[i] = [x.decode("utf8") for x in result]
 
@@ -220,7 +278,7 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
         # size reasonable; a key's messages are never split across slices (see _PUSH_LUA).
         dropped = 0
         for index, items in pushes.items():
-            conn = self.connection(index)
+            conn = self.patient_connection(index)
             by_key: dict[bytes, list] = {}
             for item in items:
                 by_key.setdefault(item[0], []).append(item)
@@ -236,7 +294,7 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
                 keys = [k for k, _, _, _ in chunk]
                 args = [m for _, m, _, _ in chunk] + [c for _, _, c, _ in chunk] + [s for _, _, _, s in chunk]
                 args.append(int(self.expiry))
-                dropped += int(await conn.eval(_PUSH_LUA, len(keys), *keys, *args))
+                dropped += int(await wait_reply(conn.eval(_PUSH_LUA, len(keys), *keys, *args), self.reply_timeout))
         if dropped:
             logger.warning("channel layer: %d message(s) dropped, channels over capacity", dropped)
         return dropped

@@ -24,6 +24,8 @@ import weakref
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from .layers import wait_reply
+
 logger = logging.getLogger(__name__)
 
 CLOSE_SERVICE_RESTART = 1012
@@ -54,9 +56,10 @@ def _ensure_started() -> None:
 
 
 async def _markers(layer, key: str) -> tuple:
+    patient = hasattr(layer, "patient_connection")
     values = []
     for index in range(layer.ring_size):
-        conn = layer.connection(index)
+        conn = layer.patient_connection(index) if patient else layer.connection(index)
         await conn.set(key, uuid.uuid4().hex, nx=True)
         values.append(await conn.get(key))
     return tuple(values)
@@ -68,7 +71,7 @@ async def _watch(layer) -> None:
     while True:
         await asyncio.sleep(settings.REALTIME["LAYER_CHECK_SECONDS"])
         try:
-            values = await asyncio.wait_for(_markers(layer, key), settings.REALTIME["SEND_TIMEOUT"])
+            values = await wait_reply(_markers(layer, key), settings.REALTIME["SEND_TIMEOUT"])
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -1,0 +1,74 @@
+"""wait_reply bounds a Redis call by the time an event loop had to run it, not by the wall clock."""
+
+import asyncio
+import time
+
+import pytest
+
+from realtime.layers import wait_reply
+
+
+async def _reply_after(seconds: float, value="reply"):
+    await asyncio.sleep(seconds)
+    return value
+
+
+def _block_the_loop_soon(seconds: float) -> None:
+    """What thousands of queued socket sends do to a process' loop during a broadcast."""
+    asyncio.get_running_loop().call_later(0.02, time.sleep, seconds)
+
+
+async def test_a_reply_in_time_is_returned():
+    assert await wait_reply(_reply_after(0.01), 1.0) == "reply"
+
+
+async def test_no_reply_on_an_idle_loop_is_a_timeout_after_the_period():
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await wait_reply(asyncio.Event().wait(), 0.2)
+    assert 0.2 <= time.monotonic() - started < 1.0
+
+
+async def test_a_reply_that_came_while_the_loop_was_blocked_is_not_a_timeout():
+    _block_the_loop_soon(0.5)
+    assert await wait_reply(_reply_after(0.05), 0.2) == "reply"
+
+
+async def test_a_cancelling_timeout_like_redis_pys_socket_timeout_gives_up_on_that_same_reply():
+    """The failure wait_reply avoids: redis-py bounds reads with asyncio.timeout, which cancels the
+    reading task when the time is up, although its reply is there and it only waits for its turn."""
+    _block_the_loop_soon(0.5)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2):
+            await _reply_after(0.05)
+
+
+async def test_a_loop_that_stays_busy_still_gives_up_after_ten_periods():
+    async def keep_blocking():
+        while True:
+            time.sleep(0.05)  # a loop that is always 50 ms behind
+            await asyncio.sleep(0)
+
+    busy = asyncio.ensure_future(keep_blocking())
+    started = time.monotonic()
+    try:
+        with pytest.raises(TimeoutError):
+            await wait_reply(asyncio.Event().wait(), 0.1)
+    finally:
+        busy.cancel()
+    assert time.monotonic() - started < 3.0
+
+
+async def test_the_call_is_cancelled_when_it_times_out():
+    cancelled = asyncio.Event()
+
+    async def never():
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    with pytest.raises(TimeoutError):
+        await wait_reply(never(), 0.1)
+    await asyncio.wait_for(cancelled.wait(), 1.0)
