@@ -72,6 +72,7 @@ class PooledASGIHandler(ASGIHandler):
             await loop.run_in_executor(self.executor, self._finish, response, body_file)
 
     async def _read_body(self, receive, limit: int):
+        """The whole body; ``body_file.size`` is its length."""
         body_file = tempfile.SpooledTemporaryFile(max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE, mode="w+b")
         size = 0
         try:
@@ -91,10 +92,14 @@ class PooledASGIHandler(ASGIHandler):
             body_file.close()
             raise
         body_file.seek(0)
+        body_file.size = size
         return body_file
 
     def _respond(self, scope, body_file):
         """The synchronous request, in a pool thread (the WSGIHandler's steps)."""
+        if body_file.size and not any(name == b"content-length" for name, _ in scope["headers"]):
+            # A chunked upload has no Content-Length, and Django reads no body without one.
+            scope = {**scope, "headers": [*scope["headers"], (b"content-length", str(body_file.size).encode())]}
         set_script_prefix(get_script_prefix(scope))
         signals.request_started.send(sender=self.__class__, scope=scope)
         request, error_response = self.create_request(scope, body_file)
