@@ -19,6 +19,7 @@ import weakref
 from collections.abc import Awaitable, Sequence
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from channels_redis.core import RedisChannelLayer
 from channels_redis.utils import create_pool
 
@@ -118,12 +119,22 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
         self._patient: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loop -> {index: client}
 
     def patient_connection(self, index: int) -> aioredis.Redis:
-        """A client of shard ``index`` without redis-py's read timeout: bound its calls with wait_reply()."""
+        """
+        A client of shard ``index`` without redis-py's read timeout: bound its calls with wait_reply().
+
+        A command that meets a connection Redis closed (Redis restarted since it was pooled) is
+        sent once more on a new connection: the old server never ran it. Without that, the first
+        fan-out batch after a Redis restart failed on a stale connection while the sockets had
+        already joined their groups again (through the layer's other pool) and caught up, and the
+        next batch reached them: a client held a later notification without the one before it, and
+        its next catch-up (after the later id) could not bring it back.
+        """
         clients = self._patient.setdefault(asyncio.get_running_loop(), {})
         client = clients.get(index)
         if client is None:
             host = dict(self.hosts[index])
             host["socket_timeout"] = None
+            host["retry_on_error"] = [RedisConnectionError]
             client = clients[index] = aioredis.Redis(connection_pool=create_pool(host))
         return client
 
