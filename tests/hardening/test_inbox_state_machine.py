@@ -211,6 +211,7 @@ class InboxMachine(RuleBasedStateMachine):
     def read_all(self, category, over_socket):
         if over_socket and self.ws is not None:
             self.run(self.ws.send_json_to({"type": "read_all", **({"category": category} if category else {})}))
+            self.run(self.barrier())  # the consumer has done it before the invariants read the database
         else:
             response = self.rest_call("post", "/api/notifications/read-all/", {"category": category} if category else {})
             assert response.status_code == 200 and response.json()["unread"] == self.db_unread()
