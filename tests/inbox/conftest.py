@@ -41,3 +41,15 @@ def alice_client(alice, client_for):
 @pytest.fixture
 def bob_client(bob, client_for):
     return client_for(bob)
+
+
+@pytest.fixture
+def sender_api(service_account, client_for):
+    """The sender's client, answering a server error as a 500 response instead of raising it."""
+    return client_for(service_account, raise_exceptions=False)
+
+
+@pytest.fixture
+def alice_api(alice, client_for):
+    """Alice's client, answering a server error as a 500 response instead of raising it."""
+    return client_for(alice, raise_exceptions=False)

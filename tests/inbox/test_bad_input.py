@@ -12,17 +12,6 @@ from inbox.models import Notification
 from tests.factories import make_notification, make_notifications
 
 
-@pytest.fixture
-def sender(service_account, client_for):
-    """A sender whose client returns a 500 as a response instead of raising it."""
-    return client_for(service_account, raise_exceptions=False)
-
-
-@pytest.fixture
-def reader(alice, client_for):
-    return client_for(alice, raise_exceptions=False)
-
-
 def send_raw(client, raw: bytes | str, content_type="application/json", **headers):
     return client.generic("POST", "/api/notifications/", raw, content_type=content_type, **headers)
 
@@ -80,22 +69,22 @@ FIELD_ERRORS = [
 
 
 @pytest.mark.parametrize("case,body,field", FIELD_ERRORS, ids=[c[0] for c in FIELD_ERRORS])
-def test_a_bad_send_is_400_with_a_field_error(sender, alice, case, body, field):
-    response = sender.post("/api/notifications/", body, format="json")
+def test_a_bad_send_is_400_with_a_field_error(sender_api, alice, case, body, field):
+    response = sender_api.post("/api/notifications/", body, format="json")
     assert response.status_code == 400, response.content[:300]
     assert field in response.json(), response.json()
     assert not Notification.objects.exists()
 
 
-def test_expires_at_just_now_is_in_the_past(sender, alice):
-    response = sender.post(
+def test_expires_at_just_now_is_in_the_past(sender_api, alice):
+    response = sender_api.post(
         "/api/notifications/", {"recipient": "alice", "title": "T", "expires_at": timezone.now().isoformat()}, format="json"
     )
     assert response.status_code == 400
     assert "expires_at" in response.json()
 
 
-def test_exactly_the_limits_are_accepted(sender, alice):
+def test_exactly_the_limits_are_accepted(sender_api, alice):
     body = {
         "recipient": "alice",
         "title": "x" * 200,
@@ -103,52 +92,52 @@ def test_exactly_the_limits_are_accepted(sender, alice):
         "data": {"blob": "d" * (16 * 1024 - 20)},
         "expires_at": (timezone.now() + timedelta(minutes=1)).isoformat(),
     }
-    assert sender.post("/api/notifications/", body, format="json").status_code == 201
+    assert sender_api.post("/api/notifications/", body, format="json").status_code == 201
 
 
-def test_recipients_over_the_limit_are_400(sender, alice):
-    response = sender.post("/api/notifications/", {"recipients": ["alice"] * 10_001, "title": "T"}, format="json")
+def test_recipients_over_the_limit_are_400(sender_api, alice):
+    response = sender_api.post("/api/notifications/", {"recipients": ["alice"] * 10_001, "title": "T"}, format="json")
     assert response.status_code == 400
     assert "recipients" in response.json()
     assert "10000" in str(response.json()["recipients"])
 
 
 @pytest.mark.parametrize("depth", [33, 100, 300, 1000, 5000])
-def test_deeply_nested_data_is_400(sender, alice, depth):
+def test_deeply_nested_data_is_400(sender_api, alice, depth):
     raw = '{"recipient": "alice", "title": "T", "data": {"deep": ' + nested(depth) + "}}"
-    response = send_raw(sender, raw)
+    response = send_raw(sender_api, raw)
     assert response.status_code == 400, response.content[:300]
     assert not Notification.objects.exists()
 
 
-def test_data_may_nest_32_levels_and_no_more(sender, alice):
+def test_data_may_nest_32_levels_and_no_more(sender_api, alice):
     body = '{"recipient": "alice", "title": "T", "data": {"deep": %s}}'
-    assert send_raw(sender, body % nested(31)).status_code == 201
-    response = send_raw(sender, body % nested(32))
+    assert send_raw(sender_api, body % nested(31)).status_code == 201
+    response = send_raw(sender_api, body % nested(32))
     assert response.status_code == 400
     assert "deeper than 32" in response.json()["data"][0]
 
 
 @pytest.mark.parametrize("depth", [300, 1000])
-def test_deeply_nested_data_with_an_idempotency_key_is_400(sender, alice, depth):
+def test_deeply_nested_data_with_an_idempotency_key_is_400(sender_api, alice, depth):
     raw = '{"recipient": "alice", "title": "T", "data": {"deep": ' + nested(depth) + "}}"
-    response = send_raw(sender, raw, HTTP_IDEMPOTENCY_KEY="deep")
+    response = send_raw(sender_api, raw, HTTP_IDEMPOTENCY_KEY="deep")
     assert response.status_code == 400, response.content[:300]
     assert "data" in response.json()
 
 
 @pytest.mark.parametrize("depth", [300, 1000])
-def test_a_deeply_nested_title_is_400(sender, alice, depth):
+def test_a_deeply_nested_title_is_400(sender_api, alice, depth):
     raw = '{"recipient": "alice", "title": ' + nested(depth) + "}"
-    assert send_raw(sender, raw).status_code == 400
-    assert send_raw(sender, raw, HTTP_IDEMPOTENCY_KEY="deep-title").status_code == 400
+    assert send_raw(sender_api, raw).status_code == 400
+    assert send_raw(sender_api, raw, HTTP_IDEMPOTENCY_KEY="deep-title").status_code == 400
 
 
 @pytest.mark.parametrize("path", ["/api/auth/token/", "/api/auth/token/refresh/", "/api/notifications/read-all/"])
 @pytest.mark.parametrize("depth", [100, 1000, 5000])
-def test_a_deeply_nested_body_is_400_on_every_endpoint(reader, alice, path, depth):
+def test_a_deeply_nested_body_is_400_on_every_endpoint(alice_api, alice, path, depth):
     for raw in ('{"username": %s, "password": "x", "refresh": "x", "category": "x"}' % nested(depth), nested(depth)):
-        response = reader.generic("POST", path, raw, content_type="application/json")
+        response = alice_api.generic("POST", path, raw, content_type="application/json")
         assert response.status_code == 400, (response.status_code, response.content[:300])
 
 
@@ -169,8 +158,8 @@ def test_a_deeply_nested_body_is_400_on_every_endpoint(reader, alice, path, dept
         b'{"recipient": "alice", "title": "T"}{"second": 1}',
     ],
 )
-def test_malformed_or_non_object_json_is_400(sender, alice, raw):
-    response = send_raw(sender, raw)
+def test_malformed_or_non_object_json_is_400(sender_api, alice, raw):
+    response = send_raw(sender_api, raw)
     assert response.status_code == 400, (response.status_code, response.content[:300])
     assert not Notification.objects.exists()
 
@@ -178,9 +167,9 @@ def test_malformed_or_non_object_json_is_400(sender, alice, raw):
 @pytest.mark.parametrize(
     "number", ["123456789012345678901234567890", "18446744073709551615", "9223372036854775808", "-9223372036854775809", "1e308"]
 )
-def test_huge_numbers_in_data_never_break_the_send_or_the_list(sender, alice, client_for, number):
+def test_huge_numbers_in_data_never_break_the_send_or_the_list(sender_api, alice, client_for, number):
     raw = '{"recipient": "alice", "title": "T", "data": {"n": %s}}' % number
-    response = send_raw(sender, raw)
+    response = send_raw(sender_api, raw)
     assert response.status_code in (201, 400), response.content[:300]
     listed = client_for(alice).get("/api/notifications/")
     assert listed.status_code == 200
@@ -188,32 +177,32 @@ def test_huge_numbers_in_data_never_break_the_send_or_the_list(sender, alice, cl
         assert float(listed.json()["results"][0]["data"]["n"]) == float(number)
 
 
-def test_an_empty_body_is_400(sender, alice):
-    response = send_raw(sender, b"")
+def test_an_empty_body_is_400(sender_api, alice):
+    response = send_raw(sender_api, b"")
     assert response.status_code == 400
 
 
-def test_a_form_encoded_body_is_415(sender, alice):
-    response = send_raw(sender, "recipient=alice&title=T", content_type="application/x-www-form-urlencoded")
+def test_a_form_encoded_body_is_415(sender_api, alice):
+    response = send_raw(sender_api, "recipient=alice&title=T", content_type="application/x-www-form-urlencoded")
     assert response.status_code == 415
 
 
-def test_a_body_over_one_mebibyte_is_413(sender, alice):
+def test_a_body_over_one_mebibyte_is_413(sender_api, alice):
     raw = '{"recipient": "alice", "title": "T", "message": "' + "x" * (1024 * 1024) + '"}'
-    response = send_raw(sender, raw)
+    response = send_raw(sender_api, raw)
     assert response.status_code == 413
     assert not Notification.objects.exists()
 
 
-def test_a_body_over_one_mebibyte_is_413_on_every_endpoint(reader, alice):
+def test_a_body_over_one_mebibyte_is_413_on_every_endpoint(alice_api, alice):
     raw = b"{" + b" " * (1024 * 1024 + 1) + b"}"
-    response = reader.generic("POST", "/api/notifications/read-all/", raw, content_type="application/json")
+    response = alice_api.generic("POST", "/api/notifications/read-all/", raw, content_type="application/json")
     assert response.status_code == 413
-    assert reader.generic("POST", "/api/auth/token/", raw, content_type="application/json").status_code == 413
+    assert alice_api.generic("POST", "/api/auth/token/", raw, content_type="application/json").status_code == 413
 
 
-def test_a_bad_content_length_is_400(reader, alice):
-    response = reader.generic("POST", "/api/notifications/read-all/", b"{}", content_type="application/json", CONTENT_LENGTH="abc")
+def test_a_bad_content_length_is_400(alice_api, alice):
+    response = alice_api.generic("POST", "/api/notifications/read-all/", b"{}", content_type="application/json", CONTENT_LENGTH="abc")
     assert response.status_code == 400
 
 
@@ -235,23 +224,23 @@ def test_a_bad_content_length_is_400(reader, alice):
         ("category=" + "c" * 51, "category"),
     ],
 )
-def test_a_bad_query_parameter_is_400(reader, alice, query, param):
-    response = reader.get(f"/api/notifications/?{query}")
+def test_a_bad_query_parameter_is_400(alice_api, alice, query, param):
+    response = alice_api.get(f"/api/notifications/?{query}")
     assert response.status_code == 400, (response.status_code, response.content[:300])
     assert param in response.json()
 
 
-def test_the_largest_id_is_a_valid_after(reader, alice):
+def test_the_largest_id_is_a_valid_after(alice_api, alice):
     make_notification(alice)
-    response = reader.get("/api/notifications/?after=9223372036854775807")
+    response = alice_api.get("/api/notifications/?after=9223372036854775807")
     assert response.status_code == 200
     assert response.json()["results"] == []
 
 
 @pytest.mark.parametrize("category", ["%00", "a%00b", "%F0%9F%92%A5", "x%27%3B--", "two%20words"])
-def test_a_category_filter_that_is_not_a_slug_is_400(reader, alice, category):
+def test_a_category_filter_that_is_not_a_slug_is_400(alice_api, alice, category):
     make_notification(alice)
-    response = reader.get(f"/api/notifications/?category={category}")
+    response = alice_api.get(f"/api/notifications/?category={category}")
     assert response.status_code == 400
     assert "category" in response.json()
 
@@ -275,25 +264,25 @@ def _cursor(text: str) -> str:
         _cursor("p=%00"),
     ],
 )
-def test_a_bad_cursor_is_a_4xx(reader, alice, cursor):
+def test_a_bad_cursor_is_a_4xx(alice_api, alice, cursor):
     make_notifications(alice, 3)
-    response = reader.get(f"/api/notifications/?cursor={cursor}")
+    response = alice_api.get(f"/api/notifications/?cursor={cursor}")
     assert 400 <= response.status_code < 500, (response.status_code, response.content[:300])
 
 
 @pytest.mark.parametrize("method,suffix", [("get", ""), ("delete", ""), ("post", "read/"), ("post", "unread/")])
 @pytest.mark.parametrize("pk", ["9223372036854775807", "9223372036854775808", "99999999999999999999999999999999999"])
-def test_ids_beyond_the_largest_bigint_in_the_url_are_404(reader, alice, method, suffix, pk):
-    response = getattr(reader, method)(f"/api/notifications/{pk}/{suffix}")
+def test_ids_beyond_the_largest_bigint_in_the_url_are_404(alice_api, alice, method, suffix, pk):
+    response = getattr(alice_api, method)(f"/api/notifications/{pk}/{suffix}")
     assert response.status_code == 404
 
 
 @pytest.mark.parametrize("path", ["/api/notifications/abc/", "/api/notifications/-1/", "/api/notifications/1.5/"])
-def test_non_numeric_ids_in_the_url_are_404(reader, alice, path):
-    assert reader.get(path).status_code == 404
+def test_non_numeric_ids_in_the_url_are_404(alice_api, alice, path):
+    assert alice_api.get(path).status_code == 404
 
 
-def test_a_wrong_method_is_405(reader, alice):
-    assert reader.put("/api/notifications/", {}, format="json").status_code == 405
-    assert reader.get("/api/notifications/read-all/").status_code == 405
-    assert reader.patch("/api/notifications/1/", {}, format="json").status_code == 405
+def test_a_wrong_method_is_405(alice_api, alice):
+    assert alice_api.put("/api/notifications/", {}, format="json").status_code == 405
+    assert alice_api.get("/api/notifications/read-all/").status_code == 405
+    assert alice_api.patch("/api/notifications/1/", {}, format="json").status_code == 405

@@ -14,16 +14,6 @@ def _down(*args, **kwargs):
     raise OperationalError("server closed the connection unexpectedly")
 
 
-@pytest.fixture
-def alice_api(alice, client_for):
-    return client_for(alice, raise_exceptions=False)
-
-
-@pytest.fixture
-def sender_api(service_account, client_for):
-    return client_for(service_account, raise_exceptions=False)
-
-
 def assert_503(response):
     assert response.status_code == 503, (response.status_code, response.content[:300])
     assert response["Retry-After"] == "5"
