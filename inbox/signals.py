@@ -41,5 +41,5 @@ def connect() -> None:
         (m2m_changed, User.user_permissions.through), (m2m_changed, User.groups.through),
         (m2m_changed, Group.permissions.through),
     ):
-        signal.connect(directory.forget_all, sender=sender, dispatch_uid=f"inbox.directory.{signal.__class__.__name__}.{id(signal)}.{sender.__name__}")
+        signal.connect(directory.forget_all, sender=sender, dispatch_uid="inbox.directory")  # unique per (signal, sender)
     connection_created.connect(_sqlite_use_its_real_variable_limit, dispatch_uid="inbox.sqlite_variable_limit")

@@ -6,20 +6,20 @@ Run with ``daphne notifications_site.asgi:application``.
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "notifications_site.settings")
 
-# Set up Django (apps, models) before anything imports models.
-django_asgi_app = get_asgi_application()
+# Set up Django (apps, models) before anything imports models (as django.core.asgi does).
+django.setup(set_prefix=False)
 
 from django.conf import settings  # noqa: E402
+from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 
 from notifications_site.http import PooledASGIHandler  # noqa: E402
 
-if settings.HTTP_THREADS:
-    # Each request in one pooled thread instead of Django's thread-per-request (notifications_site/http.py).
-    django_asgi_app = PooledASGIHandler(settings.HTTP_THREADS)
+# Each request in one pooled thread (notifications_site/http.py); 0: Django's thread per request.
+django_asgi_app = PooledASGIHandler(settings.HTTP_THREADS) if settings.HTTP_THREADS else ASGIHandler()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
