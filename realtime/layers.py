@@ -3,10 +3,12 @@ A channels-redis layer that sends to many groups in one pipelined round trip.
 
 ``RedisChannelLayer.group_send`` costs several Redis round trips per group (expire members, read
 members, expire messages, run the push script). A bulk send to 10,000 users would be 40,000 round
-trips. ``group_send_many`` does the same work for all groups with one pipeline to read the members
-and one Lua call per Redis shard to push every message, keeping the layer's capacity checks and
-message expiry. The capacity applies to a key's backlog before the batch (a key that many messages
-wait on gets no more), never to the batch itself: every socket of one process shares one key.
+trips. ``group_send_many`` does the same work for all groups with one script call to read the
+members and one Lua call per Redis shard to push every message, keeping the layer's capacity checks
+and message expiry. Every socket of one server process shares one key; a batch's messages for that
+key travel in envelopes of up to ``ENVELOPE`` messages, which the process' receive pump unpacks. The
+capacity applies to a key's backlog (in entries) before the batch (a key that is not being read gets
+no more), never to the batch itself.
 """
 
 from __future__ import annotations
@@ -35,13 +37,14 @@ end
 return out
 """
 
-# ARGV: for each key i, its message, its capacity and its score; then the expiry.
-# The capacity is checked against each key's backlog before this call (all of a key's messages of
-# one batch are in the same call): a key that is not being read gets nothing more, and a batch is
-# never cut by its own size.
+# ARGV: for each key i, its entry, its capacity, its score and how many messages the entry holds;
+# then the expiry. Returns how many messages were dropped.
+# The capacity is checked against each key's backlog (in entries) before this call (all of a key's
+# entries of one batch are in the same call): a key that is not being read gets nothing more, and
+# a batch is never cut by its own size.
 _PUSH_LUA = """
 local n = #KEYS
-local expiry = ARGV[3 * n + 1]
+local expiry = ARGV[4 * n + 1]
 local dropped = 0
 local backlog = {}
 for i = 1, n do
@@ -54,7 +57,7 @@ for i = 1, n do
         redis.call('ZADD', key, ARGV[2 * n + i], ARGV[i])
         redis.call('EXPIRE', key, expiry)
     else
-        dropped = dropped + 1
+        dropped = dropped + tonumber(ARGV[3 * n + i])
     end
 end
 return dropped
@@ -98,8 +101,15 @@ async def wait_reply(awaitable: Awaitable, timeout: float | None):
             task.cancel()
 
 
+#: The key of an entry that carries several messages for the sockets of one server process.
+ENVELOPE_KEY = "__inbox_envelope__"
+
+
 class BatchingRedisChannelLayer(RedisChannelLayer):
     """RedisChannelLayer with ``group_send_many`` (used by realtime.fanout)."""
+
+    #: Messages for one process key carried by one Redis entry (see group_send_many).
+    ENVELOPE = 1000
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -227,17 +237,9 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
                     members = [result[1]]
                 now = time.monotonic()
                 for member in members:
-                    message = self.deserialize(member)
-                    targets = message.pop("__asgi_channel__", None) or []
-                    targets = targets if isinstance(targets, list) else [targets]
-                    for target in targets:
-                        queue = queues.get(target)
-                        if queue is None:
-                            # Not receiving right now (between two receives, or gone): keep it
-                            # for up to `expiry` seconds, as RedisChannelLayer's buffer does.
-                            queue = queues[target] = asyncio.Queue()
-                        self._touched[target] = now
-                        queue.put_nowait(message if len(targets) == 1 else dict(message))
+                    entry = self.deserialize(member)
+                    for message in entry[ENVELOPE_KEY] if ENVELOPE_KEY in entry else (entry,):
+                        self._deliver_locally(message, now)
                 if now - self._swept > self.expiry:
                     self._sweep(now)
         except asyncio.CancelledError:
@@ -247,6 +249,20 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
             for target, queue in list(queues.items()):
                 if target.startswith(real_channel):
                     queue.put_nowait(exc)
+
+    def _deliver_locally(self, message: dict, now: float) -> None:
+        """Put one message in the queue of each socket channel of this process it is for."""
+        queues = self._local_queues
+        targets = message.pop("__asgi_channel__", None) or []
+        targets = targets if isinstance(targets, list) else [targets]
+        for target in targets:
+            queue = queues.get(target)
+            if queue is None:
+                # Not receiving right now (between two receives, or gone): keep it
+                # for up to `expiry` seconds, as RedisChannelLayer's buffer does.
+                queue = queues[target] = asyncio.Queue()
+            self._touched[target] = now
+            queue.put_nowait(message if len(targets) == 1 else dict(message))
 
     def _sweep(self, now: float) -> None:
         """Forget buffers nobody received from for `expiry` seconds (their sockets are gone)."""
@@ -291,29 +307,42 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
                 for i, result in zip(chunk, results):
                     members[i] = [x.decode("utf8") for x in result]
 
-        # 2. One serialized message per (message, channel key), as RedisChannelLayer.group_send does.
-        base = self._score_base(now, len(messages))
-        pushes: dict[int, list[tuple[bytes, bytes, int, float]]] = collections.defaultdict(list)
-        seq: dict[bytes, int] = collections.Counter()
+        # 2. Each message once per channel key it must reach, grouped by key in batch order.
+        per_key_bodies: dict[str, list[dict]] = {}
         for (group, message), channels in zip(messages, members):
             per_key: dict[str, list[str]] = {}
             for channel in channels:
                 non_local = self.non_local_name(channel) if "!" in channel else channel
                 per_key.setdefault(non_local, []).append(channel)
             for non_local, chans in per_key.items():
-                key = (self.prefix + non_local).encode("utf8")
                 body = dict(message)
                 body["__asgi_channel__"] = chans
-                # Messages to one key keep their order: equal scores would sort by their bytes.
-                # Scores also rise from one batch to the next (see _score_base).
-                score = base + seq[key] * 1e-6
-                seq[key] += 1
-                pushes[self.consistent_hash(non_local)].append(
-                    (key, self.serialize(body), self.get_capacity(chans[0]), score)
-                )
+                per_key_bodies.setdefault(non_local, []).append(body)
 
-        # 3. One script call per shard, in slices of about 1,000 messages to keep each call's
-        # size reasonable; a key's messages are never split across slices (see _PUSH_LUA).
+        # 3. One entry per ENVELOPE messages of a process key: the sockets of a server process share
+        # that key, and its pump unpacks the envelope (a broadcast to 10,000 users is ten entries
+        # per process, not 5,000: redis-py packed and the pump parsed every entry one by one,
+        # about half of a broadcast's time in bench/). Other channels get one entry per message,
+        # as RedisChannelLayer.group_send gives them. Scores rise within a key and from one batch
+        # to the next (see _score_base): equal scores would sort by their bytes.
+        base = self._score_base(now, len(messages))
+        pushes: dict[int, list[tuple[bytes, bytes, int, float, int]]] = collections.defaultdict(list)
+        for non_local, bodies in per_key_bodies.items():
+            key = (self.prefix + non_local).encode("utf8")
+            capacity = self.get_capacity(bodies[0]["__asgi_channel__"][0])
+            if "!" in non_local:
+                entries = [
+                    (self.serialize({ENVELOPE_KEY: bodies[i : i + self.ENVELOPE]}), len(bodies[i : i + self.ENVELOPE]))
+                    for i in range(0, len(bodies), self.ENVELOPE)
+                ]
+            else:
+                entries = [(self.serialize(body), 1) for body in bodies]
+            shard = pushes[self.consistent_hash(non_local)]
+            for seq, (data, weight) in enumerate(entries):
+                shard.append((key, data, capacity, base + seq * 1e-6, weight))
+
+        # 4. One script call per shard, in slices of about 1,000 entries to keep each call's size
+        # reasonable; a key's entries are never split across slices (see _PUSH_LUA).
         dropped = 0
         for index, items in pushes.items():
             conn = self.patient_connection(index)
@@ -329,8 +358,9 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
             if chunk:
                 chunks.append(chunk)
             for chunk in chunks:
-                keys = [k for k, _, _, _ in chunk]
-                args = [m for _, m, _, _ in chunk] + [c for _, _, c, _ in chunk] + [s for _, _, _, s in chunk]
+                keys = [item[0] for item in chunk]
+                args = [item[1] for item in chunk] + [item[2] for item in chunk] + [item[3] for item in chunk]
+                args += [item[4] for item in chunk]
                 args.append(int(self.expiry))
                 dropped += int(await wait_reply(conn.eval(_PUSH_LUA, len(keys), *keys, *args), self.reply_timeout))
         if dropped:

@@ -85,11 +85,15 @@ async def test_group_send_many_keeps_order_across_batches(make_layer):
 
 
 async def test_group_send_many_honours_the_channel_capacity(make_layer):
-    """A channel whose backlog reached the capacity gets nothing more until it is read."""
+    """
+    A process key whose backlog reached the capacity gets nothing more until it is read. The
+    backlog counts entries: one batch's messages for one process travel in one entry.
+    """
     layer = make_layer(capacity=3)
     a = await layer.new_channel()
     await layer.group_add("inbox.user.1", a)
-    assert await layer.group_send_many([("inbox.user.1", {"type": "t", "i": i}) for i in range(3)]) == 0
+    for i in range(3):
+        assert await layer.group_send_many([("inbox.user.1", {"type": "t", "i": i})]) == 0
     assert await layer.group_send_many([("inbox.user.1", {"type": "t", "i": 3}), ("inbox.user.1", {"type": "t", "i": 4})]) == 2
     assert [m["i"] for m in await receive_all(layer, a)] == [0, 1, 2]
     # Room again once the channel was read.
@@ -121,18 +125,47 @@ async def test_a_bulk_send_to_many_sockets_of_one_process_is_not_cut_by_the_capa
         assert await asyncio.wait_for(layer.receive(channel), 2) == {"type": "t", "u": u}
 
 
-async def test_a_bulk_send_larger_than_one_script_call_reaches_every_socket(make_layer):
+async def test_a_bulk_send_to_one_process_travels_in_envelopes_and_reaches_every_socket_in_order(make_layer):
     layer = make_layer(capacity=100)
-    channels = [await layer.new_channel() for _ in range(1100)]
+    channels = [await layer.new_channel() for _ in range(2500)]
     pipe = layer.connection(0).pipeline(transaction=False)
     for u, channel in enumerate(channels):
         pipe.zadd(layer._group_key(f"inbox.user.{u}"), {channel: time.time()})
+    pipe.zadd(layer._group_key("inbox.user.0"), {"worker.plain": time.time()})  # not a process channel
     await pipe.execute()
-    assert await layer.group_send_many([(f"inbox.user.{u}", {"type": "t", "u": u}) for u in range(1100)]) == 0
-    # All 1,100 wait in the process's one key (reading them back costs a round trip each).
+    batch = [(f"inbox.user.{u}", {"type": "t", "u": u}) for u in range(2500)]
+    batch.append(("inbox.user.0", {"type": "t", "u": "again"}))
+    assert await layer.group_send_many(batch) == 0
+    # 2,501 messages for the process key in three entries of at most ENVELOPE (1,000) messages.
     process_key = layer.prefix + layer.non_local_name(channels[0])
-    assert await layer.connection(0).zcard(process_key) == 1100
-    assert await asyncio.wait_for(layer.receive(channels[0]), 2) == {"type": "t", "u": 0}
+    assert await layer.connection(0).zcard(process_key) == 3
+    # The plain channel gets each message as its own entry, readable by any channels-redis reader.
+    assert await layer.connection(0).zcard(layer.prefix + "worker.plain") == 2
+    assert [m["u"] for m in await receive_all(layer, "worker.plain")] == [0, "again"]
+
+    queues = {channel: layer.attach(channel) for channel in channels}
+    try:
+        deadline = time.monotonic() + 5
+        while sum(q.qsize() for q in queues.values()) < 2501 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert queues[channels[0]].get_nowait() == {"type": "t", "u": 0}
+        assert queues[channels[0]].get_nowait() == {"type": "t", "u": "again"}
+        for u, channel in enumerate(channels[1:], start=1):
+            assert queues[channel].get_nowait() == {"type": "t", "u": u}
+        assert all(q.empty() for q in queues.values())
+    finally:
+        for channel in channels:
+            layer.detach(channel)
+
+
+async def test_a_dropped_envelope_counts_every_message_it_held(make_layer):
+    layer = make_layer(capacity=1)
+    channels = [await layer.new_channel() for _ in range(3)]
+    for u, channel in enumerate(channels):
+        await layer.group_add(f"inbox.user.{u}", channel)
+    assert await layer.group_send_many([(f"inbox.user.{u}", {"type": "t", "u": u}) for u in range(3)]) == 0
+    # The key holds one entry (the first batch) and its capacity is 1: the next batch's 3 are dropped.
+    assert await layer.group_send_many([(f"inbox.user.{u}", {"type": "t", "u": u}) for u in range(3)]) == 3
 
 
 async def test_group_send_many_to_a_group_without_members_sends_nothing(make_layer):
