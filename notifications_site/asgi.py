@@ -24,7 +24,12 @@ django_asgi_app = PooledASGIHandler(settings.HTTP_THREADS) if settings.HTTP_THRE
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from realtime import fanout  # noqa: E402
-from realtime.daphne_compat import allow_standard_close_codes, exit_promptly_after_shutdown, skip_twisted_form_parsing  # noqa: E402
+from realtime.daphne_compat import (  # noqa: E402
+    allow_standard_close_codes,
+    exit_promptly_after_shutdown,
+    skip_twisted_form_parsing,
+    write_through_tcp,
+)
 from realtime.auth import JWTAuthMiddlewareStack  # noqa: E402
 from realtime.origin import AllowedHostsOriginValidator  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
@@ -35,6 +40,8 @@ allow_standard_close_codes()
 exit_promptly_after_shutdown()
 # ... and parses POST bodies it never uses without this (realtime/daphne_compat.py).
 skip_twisted_form_parsing()
+# ... and registers every socket with the selector for every frame it sends without this.
+write_through_tcp()
 
 router = ProtocolTypeRouter(
     {

@@ -11,8 +11,9 @@ It also turns off autobahn's ``failByDrop``: on a frame over daphne's own limit 
 frame of invalid UTF-8, daphne cut the TCP connection without a close frame (the client saw 1006);
 now it sends 1009 or 1007 first, as RFC 6455 section 7.1.7 asks.
 
-And two process-level fixes for daphne: exit promptly after its shutdown, and no Twisted form
-parsing of POST bodies daphne never reads (see each function).
+And process-level fixes for daphne: exit promptly after its shutdown, no Twisted form parsing of
+POST bodies daphne never reads, and writes sent at once instead of on the next turn of the loop
+(see each function).
 """
 
 from __future__ import annotations
@@ -113,3 +114,47 @@ def skip_twisted_form_parsing() -> None:
 
     WebRequest.__init__ = __init__
     WebRequest._inbox_no_form_parsing = True
+
+
+def write_through_tcp() -> None:
+    """
+    Send a write at once when nothing is waiting to be sent, as asyncio's own transports do.
+
+    Twisted's ``FileDescriptor.write`` buffers every write and registers the socket with the
+    reactor's selector; the bytes go out on a later turn of the loop, when the socket is reported
+    writable, and the socket is unregistered again: two ``epoll_ctl`` calls and a loop callback per
+    WebSocket frame. bench/ profile of a broadcast: ``addWriter``/``add_writer`` 8.7 %, ``doWrite``
+    6.4 %, ``stopWriting`` 4.2 % of the servers' samples. Here a write to a plain TCP connection with
+    an empty buffer is sent right away; what the kernel does not take (or a write to a connection
+    with bytes still waiting, or any error) goes through Twisted's buffered write as before, so the
+    order of bytes and Twisted's handling of errors and producers are unchanged.
+    """
+    try:
+        from twisted.internet import tcp
+    except ImportError:  # not under daphne
+        return
+    if getattr(tcp.Connection, "_inbox_write_through", False):
+        return
+    buffered_write = tcp.Connection.write
+
+    def write(self, data):
+        if (
+            type(data) is bytes
+            and data
+            and not self.TLS
+            and self.connected
+            and not self.disconnecting
+            and not self._writeDisconnected
+            and not self._tempDataLen
+            and self.offset == len(self.dataBuffer)
+            and not self.producerPaused
+        ):
+            sent = self.writeSomeData(data)
+            if type(sent) is int and sent > 0:
+                if sent == len(data):
+                    return
+                data = data[sent:]
+        buffered_write(self, data)
+
+    tcp.Connection.write = write
+    tcp.Connection._inbox_write_through = True

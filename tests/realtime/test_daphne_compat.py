@@ -1,18 +1,19 @@
 """
-daphne's requests skip Twisted's parsing of form bodies, which daphne never reads
-(realtime/daphne_compat.skip_twisted_form_parsing).
+daphne's requests skip Twisted's parsing of form bodies, which daphne never reads, and Twisted's TCP
+connections send a write at once when nothing waits to be sent (realtime/daphne_compat).
 """
 
 from __future__ import annotations
 
 import io
+import socket
 from types import SimpleNamespace
 
 import pytest
 from daphne.http_protocol import WebRequest
 from twisted.web import http
 
-from realtime.daphne_compat import skip_twisted_form_parsing
+from realtime.daphne_compat import skip_twisted_form_parsing, write_through_tcp
 
 
 def a_request() -> WebRequest:
@@ -59,3 +60,83 @@ def test_without_the_patch_twisted_would_parse_it(monkeypatch):
     request.requestReceived(b"POST", b"/", b"HTTP/1.1")
     assert seen == [b"application/x-www-form-urlencoded"]
     assert request.args == {b"a": [b"1"]}
+
+
+class RecordingReactor:
+    """What a Twisted connection asks of its reactor: here, only whether it waits to write."""
+
+    def __init__(self) -> None:
+        self.writers: list = []
+
+    def addWriter(self, writer) -> None:
+        if writer not in self.writers:  # as Twisted's reactors do
+            self.writers.append(writer)
+
+    def removeWriter(self, writer) -> None:
+        self.writers.remove(writer)
+
+    def addReader(self, reader) -> None:
+        pass
+
+    def removeReader(self, reader) -> None:
+        pass
+
+
+@pytest.fixture
+def connection():
+    from twisted.internet import tcp
+
+    write_through_tcp()
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    theirs.settimeout(2)
+    reactor = RecordingReactor()
+    conn = tcp.Connection(ours, protocol=None, reactor=reactor)
+    conn.connected = True
+    yield conn, theirs, reactor
+    ours.close()
+    theirs.close()
+
+
+def read_exactly(sock, size: int) -> bytes:
+    got = bytearray()
+    while len(got) < size:
+        got += sock.recv(size - len(got))
+    return bytes(got)
+
+
+def test_a_write_with_nothing_waiting_is_sent_at_once_without_asking_the_reactor(connection):
+    conn, peer, reactor = connection
+    conn.write(b"frame one")
+    conn.write(b"frame two")
+    assert read_exactly(peer, 18) == b"frame oneframe two"
+    assert reactor.writers == []
+    assert conn._tempDataLen == 0
+
+
+def test_what_the_kernel_does_not_take_is_buffered_and_later_writes_queue_behind_it(connection):
+    conn, peer, reactor = connection
+    big = bytes(range(256)) * 40_000  # 10 MB: more than the socket buffers hold
+    conn.write(big)
+    assert reactor.writers == [conn]  # the rest waits for the socket to be writable
+    conn.write(b"after")  # must not overtake the buffered bytes
+    assert reactor.writers == [conn]
+    received = bytearray()
+    while len(received) < len(big) + 5:
+        conn.doWrite()  # what the reactor does when the socket is writable
+        received += peer.recv(1 << 20)
+    assert bytes(received) == big + b"after"
+    assert reactor.writers == []
+
+
+def test_a_write_to_a_lost_connection_goes_through_twisteds_buffered_path(connection):
+    conn, peer, reactor = connection
+    peer.close()
+    conn.write(b"x" * 100)  # may still be taken by the kernel
+    for _ in range(3):
+        conn.write(b"y" * 1_000_000)
+        if reactor.writers:
+            break
+    # The error is left to Twisted's doWrite, which reports the lost connection.
+    assert reactor.writers == [conn]
+    assert conn.doWrite() is not None
