@@ -63,13 +63,26 @@ class PooledASGIHandler(ASGIHandler):
         loop = asyncio.get_running_loop()
         response = None
         try:
-            response = await loop.run_in_executor(self.executor, self._respond, scope, body_file)
+            response = await loop.run_in_executor(self.executor, self._respond_and_finish, scope, body_file)
             if response.streaming:
                 await self._send_streaming(response, send, loop)
             else:
                 await self._send_safely(response, send)
         finally:
-            await loop.run_in_executor(self.executor, self._finish, response, body_file)
+            if response is None or response.streaming:
+                await loop.run_in_executor(self.executor, self._finish, response, body_file)
+
+    def _respond_and_finish(self, scope, body_file):
+        """
+        The response; a non-streaming one is also closed here, in the same pool thread. Its bytes
+        are already rendered, so closing it first (``request_finished``: database connections back
+        to the pool) changes nothing for the client and saves a second thread hop per request.
+        A streaming response is closed after its last block was sent.
+        """
+        response = self._respond(scope, body_file)
+        if not response.streaming:
+            self._finish(response, body_file)
+        return response
 
     async def _read_body(self, receive, limit: int):
         """The whole body; ``body_file.size`` is its length."""
