@@ -4,12 +4,17 @@ Who is who, remembered per process for a few seconds.
 Every send asked the database three times about users before doing its work: the token's user
 (simplejwt's ``JWTAuthentication.get_user``), whether that user may send (``has_perm``: two
 queries), and who the recipients are. In bench/ (directed sends) these were about a fifth of the
-server's CPU. The answers are kept here for ``INBOX["DIRECTORY_CACHE_SECONDS"]`` (5 s).
+server's CPU. Users and send permissions are kept here for ``INBOX["DIRECTORY_CACHE_SECONDS"]``
+(5 s), recipients for ``INBOX["RECIPIENT_CACHE_SECONDS"]`` (300 s).
 
 A change made through Django in this process (a user saved or deleted, permissions or groups
 changed) forgets everything at once; another process sees it within those seconds. So a
-deactivated user or a revoked send permission can still act for at most that long, on other
-server processes. Only positive answers are kept: an unknown recipient is asked again each time.
+deactivated user or a revoked send permission can still act for at most 5 s, on other server
+processes. Recipients can be kept longer because they are checked again for free: the insert
+(services.notification_create) stores rows only for active users, and a send to one that is
+gone is refused with the same 400. With 5 s, a server process of the directed benchmark (1,000
+recipients, each sent to every ~11 s per process) asked the database about nearly every send.
+Only positive answers are kept: an unknown recipient is asked again each time.
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ from django.conf import settings
 class TTLCache:
     """A bounded dict whose entries expire; safe to share between request threads."""
 
-    def __init__(self, max_entries: int = 50_000) -> None:
+    def __init__(self, max_entries: int = 50_000, setting: str = "DIRECTORY_CACHE_SECONDS") -> None:
         self.max_entries = max_entries
+        self.setting = setting  # the INBOX setting that gives the entries' lifetime in seconds
         self._data: dict[Any, tuple[float, Any]] = {}
         self._lock = threading.Lock()
 
@@ -36,7 +42,7 @@ class TTLCache:
         return entry[1]
 
     def set(self, key, value) -> None:
-        ttl = settings.INBOX["DIRECTORY_CACHE_SECONDS"]
+        ttl = settings.INBOX[self.setting]
         if ttl <= 0:
             return
         with self._lock:
@@ -54,7 +60,7 @@ class TTLCache:
 
 users = TTLCache()  # user id -> active User (authentication)
 send_permissions = TTLCache()  # user id -> may send (bool)
-recipients = TTLCache()  # ("id", pk) or ("name", username) -> selectors.Recipient
+recipients = TTLCache(setting="RECIPIENT_CACHE_SECONDS")  # user id or username -> selectors.Recipient
 
 
 def forget_all(**kwargs) -> None:

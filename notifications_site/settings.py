@@ -195,8 +195,10 @@ INBOX = {
     "CATCHUP_BATCH": 500,
     "CATCHUP_MAX": env_int("INBOX_CATCHUP_MAX", 10_000),
     "IDEMPOTENCY_KEY_MAX_LENGTH": 255,
-    # Users, send permissions and recipients are remembered per process this long (inbox/directory.py).
+    # Users and send permissions are remembered per process this long (inbox/directory.py).
     "DIRECTORY_CACHE_SECONDS": env_float("INBOX_DIRECTORY_CACHE_SECONDS", 5.0),
+    # Recipients longer: the insert itself checks that they are still active users.
+    "RECIPIENT_CACHE_SECONDS": env_float("INBOX_RECIPIENT_CACHE_SECONDS", 300.0),
 }
 
 # --- REST framework -------------------------------------------------------------------------

@@ -74,6 +74,12 @@ def _check_json_value(value, depth: int, max_depth: int) -> None:
             _check_json_value(v, depth + 1, max_depth)
 
 
+def unknown_recipients_error(field: str, refs) -> serializers.ValidationError:
+    """The 400 of a send naming recipients that are not active users."""
+    shown = ", ".join(repr(r) for r in refs[:20]) + (" ..." if len(refs) > 20 else "")
+    return serializers.ValidationError({field: [f"Unknown or inactive recipient(s): {shown}"]})
+
+
 class NotificationSendSerializer(serializers.Serializer):
     recipient = RecipientField(required=False, help_text="One recipient: a user id or a username.")
     recipients = serializers.ListField(
@@ -117,8 +123,7 @@ class NotificationSendSerializer(serializers.Serializer):
         refs = [attrs.pop("recipient")] if has_one else attrs.pop("recipients")
         users, unknown = user_resolve_recipients(refs=refs)
         if unknown:
-            shown = ", ".join(repr(r) for r in unknown[:20]) + (" ..." if len(unknown) > 20 else "")
-            raise serializers.ValidationError({field: [f"Unknown or inactive recipient(s): {shown}"]})
+            raise unknown_recipients_error(field, unknown)
         attrs["recipient_users"] = users
         attrs["single"] = has_one
         return attrs

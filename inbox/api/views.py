@@ -31,6 +31,7 @@ from .serializers import (
     ReadAllResponseSerializer,
     ReadAllSerializer,
     UnreadCountSerializer,
+    unknown_recipients_error,
 )
 from .throttles import AuthThrottle, ReadThrottle, SendThrottle
 
@@ -164,7 +165,12 @@ class NotificationListCreateView(GenericAPIView):
                 claim = services.idempotency_key_claim(sender=request.user, key=key, request_hash=request_hash)
                 if claim.replay:
                     return self._replay(claim.record, request_hash)
-            created = services.notification_create(sender=request.user, **serializer.notification_fields())
+            try:
+                created = services.notification_create(sender=request.user, **serializer.notification_fields())
+            except services.UnknownRecipients as exc:
+                # Deactivated or deleted since this process last looked them up (inbox/directory.py).
+                field = "recipient" if v["single"] else "recipients"
+                raise unknown_recipients_error(field, [u.username for u in exc.recipients]) from None
             if v["single"]:
                 body = notification_payload(created[0], sender_username=request.user.username)
             else:

@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from inbox.api.serializers import NotificationSendSerializer
-from inbox.services import notification_create
+from inbox.services import UnknownRecipients, notification_create
 
 
 class Command(BaseCommand):
@@ -44,6 +44,9 @@ class Command(BaseCommand):
             sender = get_user_model().objects.filter(username=opts["sender"]).first()
             if sender is None:
                 raise CommandError(f"Unknown sender {opts['sender']!r}")
-        created = notification_create(sender=sender, **serializer.notification_fields())
+        try:
+            created = notification_create(sender=sender, **serializer.notification_fields())
+        except UnknownRecipients as exc:
+            raise CommandError(f"Unknown or inactive recipient(s): {exc}") from None
         for n in created:
             self.stdout.write(f"sent #{n.id} to {n.recipient_id}: {n.title}")
