@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.db.models import Count, QuerySet
 from django.utils import timezone
 
@@ -107,12 +108,27 @@ def user_resolve_recipients(*, refs: Sequence[int | str]) -> tuple[list, list[in
     names = list({r for r in refs if isinstance(r, str) and r not in by_name})
     # Plain (id, username) rows, not User instances: a 10,000-recipient send resolves in a
     # third of the time.
-    for start in range(0, len(ids), 5000):
-        rows = User.objects.filter(pk__in=ids[start : start + 5000], is_active=True).values_list("id", "username")
-        by_id.update((pk, Recipient(pk, name)) for pk, name in rows)
-    for start in range(0, len(names), 5000):
-        rows = User.objects.filter(username__in=names[start : start + 5000], is_active=True).values_list("id", "username")
-        by_name.update((name, Recipient(pk, name)) for pk, name in rows)
+    if connection.vendor == "postgresql":
+        # One array parameter: 10,000 placeholders cost psycopg more than the query (bench/
+        # profile of a broadcast: 11% of the servers' samples in psycopg's _split_query).
+        table = connection.ops.quote_name(User._meta.db_table)
+        with connection.cursor() as cursor:
+            if ids:
+                cursor.execute(
+                    f"SELECT id, username FROM {table} WHERE id = ANY(%s::bigint[]) AND is_active",
+                    ["{" + ",".join(str(int(pk)) for pk in ids) + "}"],
+                )
+                by_id.update((pk, Recipient(pk, name)) for pk, name in cursor.fetchall())
+            if names:
+                cursor.execute(f"SELECT id, username FROM {table} WHERE username = ANY(%s) AND is_active", [names])
+                by_name.update((name, Recipient(pk, name)) for pk, name in cursor.fetchall())
+    else:
+        for start in range(0, len(ids), 5000):
+            rows = User.objects.filter(pk__in=ids[start : start + 5000], is_active=True).values_list("id", "username")
+            by_id.update((pk, Recipient(pk, name)) for pk, name in rows)
+        for start in range(0, len(names), 5000):
+            rows = User.objects.filter(username__in=names[start : start + 5000], is_active=True).values_list("id", "username")
+            by_name.update((name, Recipient(pk, name)) for pk, name in rows)
     for found, asked in ((by_id, ids), (by_name, names)):
         for r in asked:
             if r in found:
