@@ -44,9 +44,9 @@ skip_twisted_form_parsing()
 # ... and registers every socket with the selector for every frame it sends without this.
 write_through_tcp()
 
-# Fewer, cheaper garbage collections in the server process: what is loaded by now lives as long
-# as the process, so it leaves the collector's generations for good (gc.freeze), and the young
-# generation is collected every GC_THRESHOLDS[0] allocations instead of 700 (settings.py).
+# Optional (INBOX_GC_THRESHOLDS, settings.py): fewer garbage collections in the server process.
+# What is loaded by now lives as long as the process, so it leaves the collector's generations
+# for good (gc.freeze), and the thresholds are the configured ones.
 if settings.GC_THRESHOLDS:
     gc.freeze()
     gc.set_threshold(*settings.GC_THRESHOLDS)

@@ -182,11 +182,12 @@ INBOX_MAX_BODY_BYTES = env_int("INBOX_MAX_BODY_BYTES", 1024 * 1024)
 # keep a few. 0: Django's stock ASGIHandler (a new thread per request).
 HTTP_THREADS = env_int("INBOX_HTTP_THREADS", 12)
 
-# The server process' garbage collector (notifications_site/asgi.py): Python's thresholds
-# (700, 10, 10), or these three numbers ("" keeps Python's). Every open socket keeps a few
-# hundred objects alive; with Python's thresholds a process holding 5,000 sockets spent seconds
-# in full collections during a broadcast (bench/README.md, finding 18).
-GC_THRESHOLDS = tuple(int(x) for x in os.environ.get("INBOX_GC_THRESHOLDS", "50000,20,10").split(",") if x.strip())
+# The server process' garbage collector (notifications_site/asgi.py): unset keeps Python's
+# (700, 10, 10); three numbers freeze what is loaded at startup and set these thresholds. Every
+# open socket keeps a few hundred objects alive, and with Python's thresholds a process holding
+# 5,000 sockets spends seconds in full collections during a broadcast; "50000,20,10" cut that
+# to a fifth but made small requests' p99 worse (bench/README.md, finding 24).
+GC_THRESHOLDS = tuple(int(x) for x in os.environ.get("INBOX_GC_THRESHOLDS", "").split(",") if x.strip())
 DATA_UPLOAD_MAX_MEMORY_SIZE = INBOX_MAX_BODY_BYTES
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 2000
 
