@@ -10,9 +10,9 @@ server's CPU. Users and send permissions are kept here for ``INBOX["DIRECTORY_CA
 A change made through Django in this process (a user saved or deleted, permissions or groups
 changed) forgets everything at once; another process sees it within those seconds. So a
 deactivated user or a revoked send permission can still act for at most 5 s, on other server
-processes. Recipients can be kept longer because they are checked again for free: the insert
-(services.notification_create) stores rows only for active users, and a send to one that is
-gone is refused with the same 400. With 5 s, a server process of the directed benchmark (1,000
+processes. Recipients can be kept longer because the write checks them again
+(services.notification_create: inside the INSERT on PostgreSQL, one query on SQLite) and stores
+rows only for active users; a send to one that is gone is refused with the same 400. With 5 s, a server process of the directed benchmark (1,000
 recipients, each sent to every ~11 s per process) asked the database about nearly every send.
 Only positive answers are kept: an unknown recipient is asked again each time.
 """

@@ -93,6 +93,14 @@ class Recipient(NamedTuple):
     username: str
 
 
+def bigint_array(ids: Iterable[int]) -> str:
+    """
+    PostgreSQL's text form of an array of integers, for a ``%s::bigint[]`` parameter: psycopg
+    adapts a Python list of 10,000 ints element by element, in Python.
+    """
+    return "{" + ",".join(str(int(i)) for i in ids) + "}"
+
+
 def user_resolve_recipients(*, refs: Sequence[int | str]) -> tuple[list, list[int | str]]:
     """
     Map recipient references (an int is a user id, a string a username) to active users.
@@ -115,8 +123,7 @@ def user_resolve_recipients(*, refs: Sequence[int | str]) -> tuple[list, list[in
         with connection.cursor() as cursor:
             if ids:
                 cursor.execute(
-                    f"SELECT id, username FROM {table} WHERE id = ANY(%s::bigint[]) AND is_active",
-                    ["{" + ",".join(str(int(pk)) for pk in ids) + "}"],
+                    f"SELECT id, username FROM {table} WHERE id = ANY(%s::bigint[]) AND is_active", [bigint_array(ids)]
                 )
                 by_id.update((pk, Recipient(pk, name)) for pk, name in cursor.fetchall())
             if names:

@@ -22,7 +22,7 @@ from django.utils import timezone
 from realtime import fanout
 
 from .models import IdempotencyKey, Notification
-from .selectors import notification_unread_count, notification_unread_counts
+from .selectors import bigint_array, notification_unread_count, notification_unread_counts
 
 # Lock space for "one recipient's inserts commit in id order" (PostgreSQL advisory locks).
 _LOCK_NAMESPACE = 0x1B0C
@@ -134,8 +134,7 @@ def _insert_and_count_postgresql(
     """
     table = connection.ops.quote_name(Notification._meta.db_table)
     users = connection.ops.quote_name(get_user_model()._meta.db_table)
-    # One array literal, sent once as text: psycopg adapts a list of 10,000 ints in Python.
-    ids_param = "{" + ",".join(str(int(rid)) for rid in recipient_ids) + "}"
+    ids_param = bigint_array(recipient_ids)  # one text parameter, used twice by the statement
     with connection.cursor() as cursor:
         cursor.execute(
             f"WITH r AS (SELECT r, o FROM unnest(%s::bigint[]) WITH ORDINALITY AS t(r, o)),"
