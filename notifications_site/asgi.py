@@ -17,6 +17,7 @@ django.setup(set_prefix=False)
 from django.conf import settings  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 
+from notifications_site import gc_policy  # noqa: E402
 from notifications_site.http import PooledASGIHandler  # noqa: E402
 
 # Each request in one pooled thread (notifications_site/http.py); 0: Django's thread per request.
@@ -50,6 +51,10 @@ write_through_tcp()
 if settings.GC_THRESHOLDS:
     gc.freeze()
     gc.set_threshold(*settings.GC_THRESHOLDS)
+# Full collections walk what is new since the last one, not every open socket
+# (INBOX_GC_FREEZE, settings.py; notifications_site/gc_policy.py).
+if settings.GC_FREEZE_SURVIVORS:
+    gc_policy.install(growth=settings.GC_FREEZE_GROWTH, full_every=settings.GC_FULL_EVERY_SECONDS)
 
 router = ProtocolTypeRouter(
     {

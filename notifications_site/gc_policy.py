@@ -1,0 +1,92 @@
+"""
+The server process' garbage collector: full collections scan what is new, not every open socket.
+
+Every open WebSocket keeps a few hundred objects alive (daphne's and autobahn's protocol, Twisted's
+transport, the consumer and its tasks). Python starts a full collection whenever a quarter more
+objects than the last one left have reached the oldest generation, and with 5,000 sockets in a
+process each full collection walks all of them: 200-770 ms with everything stopped, 18 times in
+100 s of bench/ (connect storm, broadcasts, directed sends; bench/README.md, finding 25). Most of
+what reaches the oldest generation in between is short-lived (a broadcast's notifications live a
+second or two) and is freed by reference counting anyway.
+
+After each full collection, what survived it is frozen (``gc.freeze``): it stays alive as long as
+it is referenced, but later collections do not walk it, so a full collection costs what is new
+since. Cyclic garbage among frozen objects (the cycles of a socket that has since closed) is only
+found by a full collection of everything, so the freeze is undone before one is needed: when the
+frozen objects have grown by ``growth`` (0.5: half again as many) since the last collection of
+everything, or ``full_every`` seconds have passed since it. Memory held by such garbage is thus
+bounded by that growth, and a process pays one long pause per doubling-ish of its heap or per
+period instead of one every few seconds.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+
+logger = logging.getLogger(__name__)
+
+
+class FreezeSurvivors:
+    def __init__(self, *, growth: float, full_every: float, clock=time.monotonic) -> None:
+        self.growth = growth
+        self.full_every = full_every
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.baseline = 0  # frozen objects right after the last collection of everything
+        self.last_full = clock()
+        self.scanning_all = True  # nothing is frozen yet: the next full collection sees everything
+        self.freezes = 0
+        self.full_scans = 0
+
+    def install(self) -> None:
+        if self.callback not in gc.callbacks:
+            gc.callbacks.append(self.callback)
+
+    def uninstall(self) -> None:
+        if self.callback in gc.callbacks:
+            gc.callbacks.remove(self.callback)
+        gc.unfreeze()
+
+    def callback(self, phase: str, info: dict) -> None:
+        # Runs in whichever thread triggered the collection, after it; it must never raise.
+        if phase != "stop" or info.get("generation") != 2:
+            return
+        try:
+            self.after_full_collection()
+        except Exception:  # pragma: no cover - a policy must not break the collector's caller
+            logger.exception("gc policy failed")
+
+    def after_full_collection(self) -> None:
+        with self.lock:
+            now = self.clock()
+            if self.scanning_all:
+                # This collection walked everything: what it left alive is the new baseline.
+                self.scanning_all = False
+                self.full_scans += 1
+                self.last_full = now
+                gc.freeze()
+                self.baseline = gc.get_freeze_count()
+                self.freezes += 1
+                return
+            gc.freeze()
+            self.freezes += 1
+            frozen = gc.get_freeze_count()
+            if frozen > self.baseline * (1 + self.growth) or now - self.last_full >= self.full_every:
+                # Let the next full collection walk everything again (and find dead cycles).
+                gc.unfreeze()
+                self.scanning_all = True
+
+
+_installed: FreezeSurvivors | None = None
+
+
+def install(*, growth: float, full_every: float) -> FreezeSurvivors:
+    """Called once in the server process (notifications_site/asgi.py)."""
+    global _installed
+    if _installed is None:
+        _installed = FreezeSurvivors(growth=growth, full_every=full_every)
+        _installed.install()
+    return _installed

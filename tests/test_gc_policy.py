@@ -1,0 +1,101 @@
+"""The server process' collector policy: survivors of a full collection are frozen, and thawed in time."""
+
+import gc
+import weakref
+
+import pytest
+
+from notifications_site.gc_policy import FreezeSurvivors
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+class Node:
+    def __init__(self):
+        self.other = None
+
+
+def make_cycle():
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    return a
+
+
+@pytest.fixture
+def policy():
+    # Only the collections a test asks for: an automatic one in the middle would move the baseline.
+    gc.disable()
+    gc.collect()
+    clock = Clock()
+    p = FreezeSurvivors(growth=0.5, full_every=600.0, clock=clock)
+    p.clock_ = clock
+    p.install()
+    try:
+        yield p
+    finally:
+        p.uninstall()
+        gc.enable()
+        gc.collect()
+
+
+def test_a_full_collection_freezes_what_survived_it(policy):
+    survivor = Node()
+    gc.collect()
+    assert gc.get_freeze_count() > 0
+    assert policy.baseline >= gc.get_freeze_count() > policy.baseline - 100  # less what died since
+    assert not any(o is survivor for o in gc.get_objects())  # frozen objects are not walked
+
+
+def test_a_cycle_that_dies_while_frozen_is_found_once_the_frozen_objects_grew(policy):
+    cycle = make_cycle()
+    alive = weakref.ref(cycle)
+    gc.collect()  # the cycle is alive here, so it is frozen
+    del cycle
+    gc.collect()
+    assert alive() is not None, "a frozen cycle is not walked by a full collection"
+
+    growth = [[i] for i in range(policy.baseline)]  # more than half again as many objects survive
+    gc.collect()  # frozen count above the bound: the freeze is undone
+    assert policy.scanning_all
+    gc.collect()  # walks everything
+    assert alive() is None
+    assert policy.full_scans == 2
+    del growth
+
+
+def test_the_period_forces_a_collection_of_everything(policy):
+    cycle = make_cycle()
+    alive = weakref.ref(cycle)
+    gc.collect()
+    del cycle
+    policy.clock_.now += 599
+    gc.collect()
+    assert alive() is not None
+    policy.clock_.now += 2
+    gc.collect()  # 601 s since the last collection of everything: thawed ...
+    gc.collect()  # ... and walked
+    assert alive() is None
+
+
+def test_young_collections_leave_the_freeze_alone(policy):
+    gc.collect()
+    freezes = policy.freezes
+    gc.collect(0)
+    gc.collect(1)
+    assert policy.freezes == freezes
+    assert not policy.scanning_all
+    assert gc.get_freeze_count() > 0
+
+
+def test_uninstalling_thaws_everything(policy):
+    gc.collect()
+    assert gc.get_freeze_count() > 0
+    policy.uninstall()
+    assert gc.get_freeze_count() == 0
+    assert policy.callback not in gc.callbacks
