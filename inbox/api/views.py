@@ -31,6 +31,7 @@ from .serializers import (
     ReadAllResponseSerializer,
     ReadAllSerializer,
     UnreadCountSerializer,
+    send_serializer,
     unknown_recipients_error,
 )
 from .throttles import AuthThrottle, ReadThrottle, SendThrottle
@@ -156,7 +157,7 @@ class NotificationListCreateView(GenericAPIView):
             if previous is not None:
                 return self._replay(previous, request_hash)
 
-        serializer = NotificationSendSerializer(data=request.data)
+        serializer = send_serializer(request.data)
         serializer.is_valid(raise_exception=True)
         v = serializer.validated_data
         with transaction.atomic():
