@@ -1,5 +1,6 @@
 """JWT sign-in (/api/auth/token/, /api/auth/token/refresh/), /api/me/, and what an unauthenticated client gets."""
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -128,3 +129,33 @@ def test_me_says_whether_the_user_may_send(client_for, alice, service_account, s
 def test_a_signed_in_browser_session_also_works(client, alice):
     client.force_login(alice)
     assert client.get("/api/me/").json()["username"] == "alice"
+
+
+def test_a_token_is_verified_once_and_then_remembered(anon_client, alice, monkeypatch):
+    from rest_framework_simplejwt.backends import TokenBackend
+
+    decoded = []
+    real_decode = TokenBackend.decode
+    monkeypatch.setattr(TokenBackend, "decode", lambda self, *a, **kw: decoded.append(1) or real_decode(self, *a, **kw))
+    anon_client.credentials(HTTP_AUTHORIZATION=f"Bearer {AccessToken.for_user(alice)}")
+    assert [anon_client.get("/api/me/").status_code for _ in range(3)] == [200, 200, 200]
+    assert len(decoded) == 1
+
+
+def test_a_remembered_token_is_refused_once_it_expires(anon_client, alice):
+    token = AccessToken.for_user(alice)
+    token.set_exp(lifetime=timedelta(seconds=2))  # exp is whole seconds: 1 to 2 s from now
+    anon_client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert anon_client.get("/api/me/").status_code == 200
+    time.sleep(max(0.0, token["exp"] - time.time()) + 0.05)
+    assert anon_client.get("/api/me/").status_code == 401
+
+
+def test_a_remembered_token_with_another_signature_is_refused(anon_client, alice):
+    token = str(AccessToken.for_user(alice))
+    anon_client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert anon_client.get("/api/me/").status_code == 200
+    header, payload, signature = token.split(".")
+    forged = ".".join([header, payload, ("A" if signature[0] != "A" else "B") + signature[1:]])
+    anon_client.credentials(HTTP_AUTHORIZATION=f"Bearer {forged}")
+    assert anon_client.get("/api/me/").status_code == 401
