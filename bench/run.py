@@ -31,6 +31,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 SCENARIOS = ["idle", "broadcast", "directed", "bulk", "catchup", "large"]
+EXTRA_SCENARIOS = ["churn"]  # run only when named in --scenarios
+ALL_SCENARIOS = SCENARIOS + EXTRA_SCENARIOS
 
 FULL = {
     "directed_users": 1000, "directed_sends": 20000, "directed_concurrency": 16,
@@ -39,6 +41,7 @@ FULL = {
     "idle_sockets": 10000, "idle_hold_s": 15,
     "catchup_missed": 1000, "catchup_reps": 5,
     "large_rows": 1_000_000, "large_users": 10000, "large_requests": 1000, "large_catchups": 200, "large_concurrency": 1,
+    "churn_sockets": 5000, "churn_rounds": 8,
 }
 QUICK = {
     "directed_users": 200, "directed_sends": 2000, "directed_concurrency": 16,
@@ -47,6 +50,7 @@ QUICK = {
     "idle_sockets": 2000, "idle_hold_s": 10,
     "catchup_missed": 1000, "catchup_reps": 2,
     "large_rows": 100_000, "large_users": 2000, "large_requests": 200, "large_catchups": 50, "large_concurrency": 1,
+    "churn_sockets": 1000, "churn_rounds": 3,
 }
 
 TARGETS = {
@@ -68,7 +72,7 @@ TARGETS = {
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller numbers (development)")
-    p.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=SCENARIOS, metavar="NAME",
+    p.add_argument("--scenarios", nargs="+", choices=ALL_SCENARIOS, default=SCENARIOS, metavar="NAME",
                    help=f"any of {', '.join(SCENARIOS)} (run in that order)")
     p.add_argument("--server", choices=["daphne", "uvicorn"], default="daphne")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="server processes, one port each (default: cores)")
@@ -345,12 +349,17 @@ ROWS = {
         ("unread_p50_ms", "unread count p50 ms"), ("unread_p99_ms", "unread count p99 ms"),
         ("catchup_p50_ms", "catch-up of 50 p50 ms"), ("catchup_p99_ms", "catch-up of 50 p99 ms"), ("errors", "errors"),
     ],
+    "churn": [
+        ("rounds", "rounds of sockets opened and closed"), ("sockets_per_round", "sockets per round"),
+        ("rss_first_round_mb", "server RSS after the first round MB"), ("rss_last_round_mb", "server RSS after the last round MB"),
+        ("rss_growth_kb_per_closed_socket", "RSS growth after round 1 per closed socket KB"), ("failed", "connect failures"),
+    ],
 }
 
 
 def render_table(results: dict) -> str:
     lines = ["| scenario | metric | value | target |", "|---|---|---|---|"]
-    for name in SCENARIOS:
+    for name in ALL_SCENARIOS:
         r = results.get(name)
         if r is None:
             continue
@@ -381,7 +390,7 @@ def main(argv=None) -> int:
         if k not in sizes:
             raise SystemExit(f"unknown size {k!r}; one of {', '.join(sizes)}")
         sizes[k] = int(v)
-    scenarios = [s for s in SCENARIOS if s in args.scenarios]
+    scenarios = [s for s in ALL_SCENARIOS if s in args.scenarios]
     nofile = raise_nofile()
     secret_key = "bench-" + secrets.token_urlsafe(40)
 
@@ -415,6 +424,7 @@ def run(args, sizes, scenarios, nofile, secret_key, pg, argv) -> int:
         sizes["idle_sockets"] if "idle" in scenarios else 0,
         sizes["directed_users"] + sizes["catchup_reps"] if "catchup" in scenarios else 0,
         sizes["large_users"] if "large" in scenarios else 0,
+        sizes["churn_sockets"] if "churn" in scenarios else 0,
         2,
     )
     t0 = time.perf_counter()

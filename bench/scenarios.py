@@ -443,7 +443,41 @@ async def large(ctx: Context) -> dict:
     }
 
 
-FUNCS = {"idle": idle, "broadcast": broadcast, "directed": directed, "bulk": bulk, "catchup": catchup, "large": large}
+# --- 7. Churn (only when named) ------------------------------------------------------------------
+
+
+async def churn(ctx: Context) -> dict:
+    """
+    Sockets come and go: N sockets opened (each to sync.done) and all closed, R rounds. The servers'
+    RSS after each round; what a closed socket leaves behind (a leak, or garbage the collector has
+    not found yet) shows as growth from the first round to the last.
+    """
+    N, R = ctx.sizes["churn_sockets"], ctx.sizes["churn_rounds"]
+    pool = ctx.pool
+    await pool.close_all()
+    after = ctx.max_id()
+    meter = ctx.meter()
+    meter.start()
+    rss, failed, opened = [], 0, 0
+    for _ in range(R):
+        cs = await pool.ensure(N, after=after, concurrency=64)
+        failed += cs.failed
+        opened += cs.count
+        await pool.close_all()
+        await asyncio.sleep(1.0)  # the servers finish closing
+        rss.append(rss_bytes(ctx.stack.pids))
+    cpu = meter.stop()
+    closed_after_first = (R - 1) * N
+    return {
+        "rounds": R, "sockets_per_round": N, "opened": opened, "failed": failed,
+        "rss_mb_per_round": [round(b / 2**20, 1) for b in rss],
+        "rss_first_round_mb": round(rss[0] / 2**20, 1), "rss_last_round_mb": round(rss[-1] / 2**20, 1),
+        "rss_growth_kb_per_closed_socket": round((rss[-1] - rss[0]) / closed_after_first / 1024, 2) if closed_after_first else None,
+        "unexpected_closes": pool.unexpected_closes, "cpu": cpu,
+    }
+
+
+FUNCS = {"idle": idle, "broadcast": broadcast, "directed": directed, "bulk": bulk, "catchup": catchup, "large": large, "churn": churn}
 
 
 def start_profilers(ctx: Context, name: str) -> list[tuple[subprocess.Popen, str]]:
