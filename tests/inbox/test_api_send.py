@@ -206,3 +206,13 @@ def test_a_send_permission_revoked_elsewhere_takes_effect_within_the_cache_perio
     assert send("still remembered") == 201
     now[0] += settings.INBOX["DIRECTORY_CACHE_SECONDS"] + 0.1
     assert send("after") == 403
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_send_without_an_idempotency_key_is_one_transaction_without_savepoints(sender_client, alice):
+    sender_client.post("/api/notifications/", {"recipient": "alice", "title": "warm-up"}, format="json")
+    with CaptureQueriesContext(connection) as queries:
+        response = sender_client.post("/api/notifications/", {"recipient": "alice", "title": "Hello"}, format="json")
+    assert response.status_code == 201
+    assert not [q["sql"] for q in queries if "SAVEPOINT" in q["sql"].upper()]
+    assert Notification.objects.filter(title="Hello").count() == 1
