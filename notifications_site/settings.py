@@ -191,9 +191,9 @@ GC_THRESHOLDS = tuple(int(x) for x in os.environ.get("INBOX_GC_THRESHOLDS", "").
 # After each full collection, what survived it is frozen, so the next ones walk only what is new:
 # with 5,000 sockets a process, full collections paused it for 200-770 ms (finding 25). The freeze is
 # undone, so that a collection of everything finds dead cycles, when the frozen objects have grown
-# by GC_FREEZE_GROWTH (0.5 = half again) or after GC_FULL_EVERY_SECONDS (notifications_site/gc_policy.py).
+# by GC_FREEZE_GROWTH (0.25 = a quarter) or after GC_FULL_EVERY_SECONDS (notifications_site/gc_policy.py).
 GC_FREEZE_SURVIVORS = env_bool("INBOX_GC_FREEZE", True)
-GC_FREEZE_GROWTH = env_float("INBOX_GC_FREEZE_GROWTH", 0.5)
+GC_FREEZE_GROWTH = env_float("INBOX_GC_FREEZE_GROWTH", 0.25)
 GC_FULL_EVERY_SECONDS = env_float("INBOX_GC_FULL_EVERY_SECONDS", 600.0)
 DATA_UPLOAD_MAX_MEMORY_SIZE = INBOX_MAX_BODY_BYTES
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 2000
