@@ -73,13 +73,17 @@ class FreezeSurvivors:
                 self.baseline = gc.get_freeze_count()
                 self.freezes += 1
                 return
-            gc.freeze()
-            self.freezes += 1
+            # Counted before this collection's survivors join them: what was frozen at the last one
+            # and is still alive. Short-lived objects frozen then (a broadcast's notifications in
+            # flight) have been freed by reference counting since; dead cycles have not.
             frozen = gc.get_freeze_count()
             if frozen > self.baseline * (1 + self.growth) or now - self.last_full >= self.full_every:
                 # Let the next full collection walk everything again (and find dead cycles).
                 gc.unfreeze()
                 self.scanning_all = True
+                return
+            gc.freeze()
+            self.freezes += 1
 
 
 _installed: FreezeSurvivors | None = None

@@ -33,7 +33,7 @@ def policy():
     gc.disable()
     gc.collect()
     clock = Clock()
-    p = FreezeSurvivors(growth=0.5, full_every=600.0, clock=clock)
+    p = FreezeSurvivors(growth=0.25, full_every=600.0, clock=clock)
     p.clock_ = clock
     p.install()
     try:
@@ -60,8 +60,10 @@ def test_a_cycle_that_dies_while_frozen_is_found_once_the_frozen_objects_grew(po
     gc.collect()
     assert alive() is not None, "a frozen cycle is not walked by a full collection"
 
-    growth = [[i] for i in range(policy.baseline)]  # more than half again as many objects survive
-    gc.collect()  # frozen count above the bound: the freeze is undone
+    growth = [[i] for i in range(policy.baseline)]  # twice as many objects now
+    gc.collect()  # they survive and are frozen
+    assert not policy.scanning_all
+    gc.collect()  # the frozen objects still alive are above the bound: the freeze is undone
     assert policy.scanning_all
     gc.collect()  # walks everything
     assert alive() is None
@@ -99,3 +101,13 @@ def test_uninstalling_thaws_everything(policy):
     policy.uninstall()
     assert gc.get_freeze_count() == 0
     assert policy.callback not in gc.callbacks
+
+
+def test_short_lived_objects_frozen_at_one_collection_do_not_count_once_freed(policy):
+    gc.collect()
+    transient = [[i] for i in range(policy.baseline)]  # alive at the next collection, then gone
+    gc.collect()
+    assert gc.get_freeze_count() > 1.9 * policy.baseline
+    del transient
+    gc.collect()
+    assert not policy.scanning_all
