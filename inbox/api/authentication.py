@@ -20,6 +20,8 @@ class VerifiedTokens:
     Raw access token -> its verified token, until the token's own expiry. Checking the signature and
     claims of the same bytes gives the same answer until then, and a service sends many requests with
     one token: the check was 4 % of a send's CPU (bench/README.md, finding 26). Bounded; emptied when full.
+    This holds for simplejwt's AccessToken, which asks nothing of the database; a token of a class
+    that consults a denylist on every check (simplejwt's BlacklistMixin) is not remembered.
     """
 
     def __init__(self, max_entries: int = 10_000) -> None:
@@ -34,6 +36,8 @@ class VerifiedTokens:
         return entry[1]
 
     def add(self, raw: bytes, token) -> None:
+        if hasattr(token, "check_blacklist"):
+            return
         leeway = api_settings.LEEWAY  # seconds or a timedelta, as simplejwt accepts
         leeway = leeway.total_seconds() if isinstance(leeway, timedelta) else float(leeway)
         try:

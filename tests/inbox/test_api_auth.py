@@ -159,3 +159,19 @@ def test_a_remembered_token_with_another_signature_is_refused(anon_client, alice
     forged = ".".join([header, payload, ("A" if signature[0] != "A" else "B") + signature[1:]])
     anon_client.credentials(HTTP_AUTHORIZATION=f"Bearer {forged}")
     assert anon_client.get("/api/me/").status_code == 401
+
+
+def test_a_token_checked_against_a_denylist_each_time_is_not_remembered(alice):
+    from inbox.api.authentication import VerifiedTokens
+
+    class DenylistedAccessToken(AccessToken):
+        # What simplejwt's BlacklistMixin adds when its token_blacklist app is installed.
+        def check_blacklist(self):
+            pass
+
+    tokens = VerifiedTokens()
+    plain, checked = AccessToken.for_user(alice), DenylistedAccessToken.for_user(alice)
+    tokens.add(b"plain", plain)
+    tokens.add(b"checked", checked)
+    assert tokens.get(b"plain") is plain
+    assert tokens.get(b"checked") is None
