@@ -4,8 +4,8 @@ The server process' garbage collector: full collections scan what is new, not ev
 Every open WebSocket keeps a few hundred objects alive (daphne's and autobahn's protocol, Twisted's
 transport, the consumer and its tasks). Python starts a full collection whenever a quarter more
 objects than the last one left have reached the oldest generation, and with 5,000 sockets in a
-process each full collection walks all of them: 200-770 ms with everything stopped, 18 times in
-100 s of bench/ (connect storm, broadcasts, directed sends; bench/README.md, finding 25). Most of
+process each full collection walks all of them: up to 0.8-0.9 s with everything stopped, 20 times
+in two minutes of bench/ (connect storm, broadcasts, directed sends; bench/README.md, finding 25). Most of
 what reaches the oldest generation in between is short-lived (a broadcast's notifications live a
 second or two) and is freed by reference counting anyway.
 
@@ -15,10 +15,10 @@ since. Cyclic garbage among frozen objects (the cycles of a socket that has sinc
 found by a full collection of everything, so the freeze is undone before one is needed: when the
 frozen objects have grown by ``growth`` (settings: 0.25, a quarter more) since the last collection of
 everything, or ``full_every`` seconds have passed since it. Memory held by such garbage is thus
-bounded by that growth: sockets opened and closed in rounds of 5,000 (bench/ ``churn``) raised the
-servers' RSS by 24 % with 0.25, 45 % with 0.5, not at all without the freeze. A process whose
-sockets stay open pays a long pause only when its heap has grown by that much, instead of every few
-seconds; one whose sockets come and go pays about as often as before.
+bounded, but not small: sockets opened and closed in rounds of 5,000 (bench/ ``churn``) raised the
+servers' RSS to a plateau 48 % above the first round, against 2 % without the freeze (finding 25).
+A process whose sockets stay open pays a long pause only when its heap has grown by that much,
+instead of every few seconds; one whose sockets come and go pays about as often as before.
 """
 
 from __future__ import annotations
