@@ -111,3 +111,32 @@ def test_short_lived_objects_frozen_at_one_collection_do_not_count_once_freed(po
     del transient
     gc.collect()
     assert not policy.scanning_all
+
+
+def _thaw_with(policy, objects):
+    """Freeze ``objects`` with the rest, then let the next full collection walk everything."""
+    gc.collect()  # they survive and are frozen
+    gc.collect()  # above the bound: thawed
+    assert policy.scanning_all
+
+
+def test_a_walk_of_everything_that_finds_little_garbage_doubles_the_allowed_growth(policy):
+    gc.collect()
+    live = [[i] for i in range(policy.baseline)]  # a connect storm: growth that stays alive
+    _thaw_with(policy, live)
+    gc.collect()
+    assert policy.growth == 0.5
+    live += [[i] for i in range(len(live) * 2)]
+    _thaw_with(policy, live)
+    gc.collect()
+    assert policy.growth == 1.0  # the most it grows
+
+
+def test_a_walk_that_finds_much_garbage_brings_the_allowed_growth_back(policy):
+    gc.collect()
+    policy.growth = 1.0
+    cycles = [make_cycle() for _ in range(policy.baseline)]  # sockets that will close
+    _thaw_with(policy, cycles)
+    del cycles
+    gc.collect()
+    assert policy.growth == 0.25
