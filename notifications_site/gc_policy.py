@@ -17,7 +17,8 @@ frozen objects have grown by ``growth`` (settings: 0.25, a quarter more; doubled
 collections find little garbage) since the last collection of everything, or ``full_every`` seconds
 have passed since it. Memory held by such garbage is thus
 bounded, but not small: sockets opened and closed in rounds of 5,000 (bench/ ``churn``) raised the
-servers' RSS to a plateau 48 % above the first round, against 2 % without the freeze (finding 25).
+servers' RSS to a plateau 39-48 % above the first round, against 2 % without the freeze
+(bench/README.md, findings 25 and 29).
 A process whose sockets stay open pays a long pause only when its heap has grown by that much,
 instead of every few seconds; one whose sockets come and go pays about as often as before.
 """
