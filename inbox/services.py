@@ -5,6 +5,7 @@ Redis outage never fails a write.
 """
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -13,7 +14,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Value
 from django.db.models.base import ModelState
 from django.db.models.functions import Coalesce
@@ -27,24 +28,20 @@ from .selectors import bigint_array, notification_unread_count, notification_unr
 # Lock space for "one recipient's inserts commit in id order" (PostgreSQL advisory locks).
 _LOCK_NAMESPACE = 0x1B0C
 _LOCK_BUCKETS = 1024
+# What inbox_notification_insert raises when a recipient is not an active user (migration 0002).
+INACTIVE_RECIPIENTS_SQLSTATE = "IB001"
 
 
-def _lock_recipients(recipient_ids: Sequence[int]) -> None:
+def _lock_buckets(recipient_ids: Sequence[int]) -> list[int]:
     """
-    Serialize inserts per recipient until commit, so that for one recipient ids are allocated in
-    commit order and "after id N" never skips a row committed late. Recipients share 1,024
+    The advisory lock buckets a PostgreSQL send takes (inbox_notification_insert, migration 0002).
+    They serialize inserts per recipient until commit, so that for one recipient ids are allocated
+    in commit order and "after id N" never skips a row committed late. Recipients share 1,024
     buckets (bounded lock count for bulk sends); buckets are taken in ascending order, so two bulk
     sends cannot deadlock. SQLite needs nothing: an IMMEDIATE transaction holds the database write
     lock from BEGIN to COMMIT.
     """
-    if connection.vendor != "postgresql":
-        return
-    buckets = sorted({rid % _LOCK_BUCKETS for rid in recipient_ids})
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_advisory_xact_lock(%s, b) FROM unnest(%s::int[]) AS b",
-            [_LOCK_NAMESPACE, buckets],
-        )
+    return sorted({rid % _LOCK_BUCKETS for rid in recipient_ids})
 
 
 def notification_create(
@@ -69,34 +66,36 @@ def notification_create(
     now = timezone.now()
     data = data if data is not None else {}
     recipient_ids = [u.pk for u in recipients]
+    sender_username = sender.username if sender is not None else None
+    if connection.vendor == "postgresql":
+        # One statement, its own transaction unless the caller has one (see the function).
+        ids, unread = _insert_and_count_postgresql(
+            recipients, recipient_ids, sender, category, title, message, data, link, now, expires_at
+        )
+        template = Notification(
+            sender=sender, category=category, title=title, message=message,
+            data=data, link=link, created_at=now, expires_at=expires_at,
+        )
+        created = [_copy_saved(template, id=nid, recipient_id=rid) for nid, rid in zip(ids, recipient_ids)]
+        # Outside a transaction the rows are committed already and this pushes at once.
+        transaction.on_commit(
+            partial(fanout.notifications_created, created, unread=unread, sender_username=sender_username),
+            robust=True,
+        )
+        return created
     with transaction.atomic():
-        _lock_recipients(recipient_ids)
-        if connection.vendor == "postgresql":
-            ids, unread = _insert_and_count_postgresql(
-                recipient_ids, sender, category, title, message, data, link, now, expires_at
-            )
-            if len(ids) != len(recipient_ids):
-                # Only active users got a row (see the statement); roll back and say who is gone.
-                raise UnknownRecipients([u for u in recipients if u.pk not in unread])
-            template = Notification(
-                sender=sender, category=category, title=title, message=message,
+        active = set(get_user_model().objects.filter(pk__in=recipient_ids, is_active=True).values_list("pk", flat=True))
+        if not active.issuperset(recipient_ids):
+            raise UnknownRecipients([u for u in recipients if u.pk not in active])
+        rows = [
+            Notification(
+                recipient_id=rid, sender=sender, category=category, title=title, message=message,
                 data=data, link=link, created_at=now, expires_at=expires_at,
             )
-            created = [_copy_saved(template, id=nid, recipient_id=rid) for nid, rid in zip(ids, recipient_ids)]
-        else:
-            active = set(get_user_model().objects.filter(pk__in=recipient_ids, is_active=True).values_list("pk", flat=True))
-            if not active.issuperset(recipient_ids):
-                raise UnknownRecipients([u for u in recipients if u.pk not in active])
-            rows = [
-                Notification(
-                    recipient_id=rid, sender=sender, category=category, title=title, message=message,
-                    data=data, link=link, created_at=now, expires_at=expires_at,
-                )
-                for rid in recipient_ids
-            ]
-            created = Notification.objects.bulk_create(rows, batch_size=2000)
-            unread = notification_unread_counts(user_ids=[n.recipient_id for n in created])
-        sender_username = sender.username if sender is not None else None
+            for rid in recipient_ids
+        ]
+        created = Notification.objects.bulk_create(rows, batch_size=2000)
+        unread = notification_unread_counts(user_ids=[n.recipient_id for n in created])
         transaction.on_commit(
             partial(fanout.notifications_created, created, unread=unread, sender_username=sender_username),
             robust=True,
@@ -117,42 +116,39 @@ def _copy_saved(template: Notification, **fields) -> Notification:
 
 
 def _insert_and_count_postgresql(
-    recipient_ids, sender, category, title, message, data, link, now, expires_at
+    recipients, recipient_ids, sender, category, title, message, data, link, now, expires_at
 ) -> tuple[list[int], dict[int, int]]:
     """
-    The same notification for every recipient that is an active user, in one INSERT ... SELECT
-    FROM unnest(), and the recipients' unread counts, in one statement. bulk_create of 10,000 rows
-    spent ~1 s adapting 110,000 parameters; this passes ten. For one recipient it replaces an ORM
-    insert and an ORM count (bench/ profile of directed sends: the two were a quarter of the
-    server's CPU), and checking the recipients here costs nothing more: the caller can trust its
-    cached answer about who they are (a recipient deactivated or deleted since gets no row).
+    The same notification for every recipient, and the recipients' unread counts, in one call of
+    ``inbox_notification_insert`` (migration 0002): the recipients' locks, a check that each is
+    still an active user (the caller's answer may come from a cache), one INSERT ... SELECT FROM
+    unnest() and the counts. One round trip; outside a transaction also the commit. bulk_create
+    of 10,000 rows spent ~1 s adapting 110,000 parameters; this passes eleven.
 
-    Returns the new ids in recipients order (the sequence is drawn in the SELECT's order) and the
-    unread counts of the recipients that got a row, including the new rows. The count runs on the
-    statement's snapshot, taken after the recipients' locks (_lock_recipients), so it sees every
-    committed row but not the rows this statement inserts: those are added here.
+    Returns the new ids in recipients order (the sequence is drawn in that order) and the unread
+    counts of the recipients, including the new rows: the count's snapshot is taken after the
+    locks, so it sees every committed row but not the rows the same statement inserts.
+    Raises UnknownRecipients, with nothing stored, when a recipient is not an active user.
     """
-    table = connection.ops.quote_name(Notification._meta.db_table)
-    users = connection.ops.quote_name(get_user_model()._meta.db_table)
-    ids_param = bigint_array(recipient_ids)  # one text parameter, used twice by the statement
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH r AS (SELECT r, o FROM unnest(%s::bigint[]) WITH ORDINALITY AS t(r, o)),"
-            " ins AS ("
-            f" INSERT INTO {table} (recipient_id, sender_id, category, title, message, data, link, created_at, expires_at)"
-            " SELECT r.r, %s, %s, %s, %s, %s::jsonb, %s, %s, %s FROM r"
-            f" JOIN {users} u ON u.id = r.r AND u.is_active"
-            " ORDER BY r.o RETURNING id, recipient_id)"
-            " SELECT true, recipient_id, id FROM ins"
-            " UNION ALL"
-            f" SELECT false, recipient_id, count(*) FROM {table} WHERE recipient_id IN (SELECT r FROM r)"
-            " AND read_at IS NULL AND (expires_at IS NULL OR expires_at > %s) GROUP BY recipient_id",
-            [
-                ids_param, sender.pk if sender is not None else None, category, title, message,
-                orjson.dumps(data).decode(), link, now, expires_at, now,
-            ],
-        )
-        rows = cursor.fetchall()
+    try:
+        # In a caller's transaction, a savepoint: a refused send must leave that transaction usable.
+        with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT is_new, recipient, value FROM inbox_notification_insert("
+                "%s::bigint[], %s, %s::integer[], %s, %s, %s, %s, %s::jsonb, %s, %s, %s)",
+                [
+                    bigint_array(recipient_ids), _LOCK_NAMESPACE, bigint_array(_lock_buckets(recipient_ids)),
+                    sender.pk if sender is not None else None, category, title, message,
+                    orjson.dumps(data).decode(), link, now, expires_at,
+                ],
+            )
+            rows = cursor.fetchall()
+    except DatabaseError as exc:
+        cause = exc.__cause__
+        if getattr(cause, "sqlstate", None) != INACTIVE_RECIPIENTS_SQLSTATE:
+            raise
+        gone = {int(i) for i in (cause.diag.message_detail or "").split(",") if i}
+        raise UnknownRecipients([u for u in recipients if u.pk in gone]) from None
     inserted = sorted((value, rid) for new, rid, value in rows if new)
     unread = dict.fromkeys((rid for _, rid in inserted), 0)
     unread.update((rid, value) for new, rid, value in rows if not new and rid in unread)

@@ -1,9 +1,10 @@
 """Services (writes) and selectors (reads) called directly, as other code and the WebSocket consumer do."""
 
+import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -139,3 +140,73 @@ def test_the_state_follows_the_timestamps(alice):
     assert not n.is_expired()
     n.expires_at = timezone.now() - timedelta(seconds=1)
     assert n.is_expired()
+
+
+postgresql_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="PostgreSQL's insert function; SQLite holds its write lock from BEGIN"
+)
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_on_postgresql_a_send_outside_a_transaction_is_one_statement_that_commits_and_pushes(alice, pushed):
+    with CaptureQueriesContext(connection) as queries:
+        created = services.notification_create(recipients=[alice], title="T")
+    assert [q["sql"].split("(")[0] for q in queries.captured_queries] == [
+        "SELECT is_new, recipient, value FROM inbox_notification_insert"
+    ]
+    assert not connection.in_atomic_block
+    assert Notification.objects.filter(pk=created[0].pk).exists()
+    assert [event["notification"]["id"] for _, event in pushed] == [created[0].pk]
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_on_postgresql_a_second_send_to_a_recipient_waits_for_the_first_to_commit_and_gets_the_higher_id(alice, bob):
+    first_stored, release = threading.Event(), threading.Event()
+    second: list = []
+
+    def first():
+        try:
+            with transaction.atomic():
+                services.notification_create(recipients=[alice], title="first")
+                first_stored.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    def send_second():
+        try:
+            second.extend(services.notification_create(recipients=[bob, alice], title="second"))
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=first)
+    holder.start()
+    assert first_stored.wait(10)
+    waiter = threading.Thread(target=send_second)
+    waiter.start()
+    waiter.join(0.5)
+    still_waiting = waiter.is_alive()
+    # While the first is uncommitted, nothing of the second is visible: a catch-up after any id
+    # of alice's cannot see the second and miss the first.
+    visible = list(Notification.objects.filter(title="second").values_list("recipient_id", flat=True))
+    release.set()
+    holder.join(10)
+    waiter.join(10)
+    assert still_waiting and visible == []
+    first_id = Notification.objects.get(title="first").pk
+    assert [n.recipient_id for n in second] == [bob.pk, alice.pk]
+    assert second[1].pk > first_id
+
+
+@postgresql_only
+def test_on_postgresql_a_refused_send_inside_a_transaction_leaves_it_usable(alice, bob):
+    Notification.objects.create(recipient=alice, title="kept")
+    bob.is_active = False
+    bob.save()
+    with transaction.atomic():
+        with pytest.raises(services.UnknownRecipients):
+            services.notification_create(recipients=[alice, bob], title="T")
+        services.notification_create(recipients=[alice], title="after")
+    assert sorted(Notification.objects.values_list("title", flat=True)) == ["after", "kept"]
