@@ -29,6 +29,7 @@ from realtime import fanout  # noqa: E402
 from realtime.daphne_compat import (  # noqa: E402
     allow_standard_close_codes,
     exit_promptly_after_shutdown,
+    lazy_autobahn_log_labels,
     skip_twisted_form_parsing,
     write_through_tcp,
 )
@@ -44,6 +45,8 @@ exit_promptly_after_shutdown()
 skip_twisted_form_parsing()
 # ... and registers every socket with the selector for every frame it sends without this.
 write_through_tcp()
+# ... and colours a debug-log label for every frame it sends or reads, logged or not, without this.
+lazy_autobahn_log_labels()
 
 # Optional (INBOX_GC_THRESHOLDS, settings.py): fewer garbage collections in the server process.
 # What is loaded by now lives as long as the process, so it leaves the collector's generations
