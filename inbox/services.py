@@ -66,7 +66,6 @@ def notification_create(
     now = timezone.now()
     data = data if data is not None else {}
     recipient_ids = [u.pk for u in recipients]
-    sender_username = sender.username if sender is not None else None
     if connection.vendor == "postgresql":
         # One statement, its own transaction unless the caller has one (see the function).
         ids, unread = _insert_and_count_postgresql(
@@ -77,29 +76,26 @@ def notification_create(
             data=data, link=link, created_at=now, expires_at=expires_at,
         )
         created = [_copy_saved(template, id=nid, recipient_id=rid) for nid, rid in zip(ids, recipient_ids)]
-        # Outside a transaction the rows are committed already and this pushes at once.
-        transaction.on_commit(
-            partial(fanout.notifications_created, created, unread=unread, sender_username=sender_username),
-            robust=True,
-        )
-        return created
-    with transaction.atomic():
-        active = set(get_user_model().objects.filter(pk__in=recipient_ids, is_active=True).values_list("pk", flat=True))
-        if not active.issuperset(recipient_ids):
-            raise UnknownRecipients([u for u in recipients if u.pk not in active])
-        rows = [
-            Notification(
-                recipient_id=rid, sender=sender, category=category, title=title, message=message,
-                data=data, link=link, created_at=now, expires_at=expires_at,
-            )
-            for rid in recipient_ids
-        ]
-        created = Notification.objects.bulk_create(rows, batch_size=2000)
-        unread = notification_unread_counts(user_ids=[n.recipient_id for n in created])
-        transaction.on_commit(
-            partial(fanout.notifications_created, created, unread=unread, sender_username=sender_username),
-            robust=True,
-        )
+    else:
+        with transaction.atomic():
+            active = set(get_user_model().objects.filter(pk__in=recipient_ids, is_active=True).values_list("pk", flat=True))
+            if not active.issuperset(recipient_ids):
+                raise UnknownRecipients([u for u in recipients if u.pk not in active])
+            rows = [
+                Notification(
+                    recipient_id=rid, sender=sender, category=category, title=title, message=message,
+                    data=data, link=link, created_at=now, expires_at=expires_at,
+                )
+                for rid in recipient_ids
+            ]
+            created = Notification.objects.bulk_create(rows, batch_size=2000)
+            unread = notification_unread_counts(user_ids=[n.recipient_id for n in created])
+    # The rows are committed by now unless the caller holds a transaction: then this waits for its commit.
+    sender_username = sender.username if sender is not None else None
+    transaction.on_commit(
+        partial(fanout.notifications_created, created, unread=unread, sender_username=sender_username),
+        robust=True,
+    )
     return created
 
 
