@@ -28,13 +28,13 @@ from .selectors import bigint_array, notification_unread_count, notification_unr
 # Lock space for "one recipient's inserts commit in id order" (PostgreSQL advisory locks).
 _LOCK_NAMESPACE = 0x1B0C
 _LOCK_BUCKETS = 1024
-# What inbox_notification_insert raises when a recipient is not an active user (migration 0002).
+# What inbox_notification_insert raises when a recipient is not an active user (migrations 0002 and 0003).
 INACTIVE_RECIPIENTS_SQLSTATE = "IB001"
 
 
 def _lock_buckets(recipient_ids: Sequence[int]) -> list[int]:
     """
-    The advisory lock buckets a PostgreSQL send takes (inbox_notification_insert, migration 0002).
+    The advisory lock buckets a PostgreSQL send takes (inbox_notification_insert, migrations 0002 and 0003).
     They serialize inserts per recipient until commit, so that for one recipient ids are allocated
     in commit order and "after id N" never skips a row committed late. Recipients share 1,024
     buckets (bounded lock count for bulk sends); buckets are taken in ascending order, so two bulk
@@ -116,7 +116,7 @@ def _insert_and_count_postgresql(
 ) -> tuple[list[int], dict[int, int]]:
     """
     The same notification for every recipient, and the recipients' unread counts, in one call of
-    ``inbox_notification_insert`` (migration 0002): the recipients' locks, a check that each is
+    ``inbox_notification_insert`` (migrations 0002 and 0003): the recipients' locks, a check that each is
     still an active user (the caller's answer may come from a cache), one INSERT ... SELECT FROM
     unnest() and the counts. One round trip; outside a transaction also the commit. bulk_create
     of 10,000 rows spent ~1 s adapting 110,000 parameters; this passes eleven.

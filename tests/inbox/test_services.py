@@ -210,3 +210,37 @@ def test_on_postgresql_a_refused_send_inside_a_transaction_leaves_it_usable(alic
             services.notification_create(recipients=[alice, bob], title="T")
         services.notification_create(recipients=[alice], title="after")
     assert sorted(Notification.objects.values_list("title", flat=True)) == ["after", "kept"]
+
+
+@postgresql_only
+def test_on_postgresql_a_send_counts_the_unread_rows_of_its_recipients_through_their_index_even_with_stale_statistics(
+    alice, bob, pushed, django_capture_on_commit_callbacks
+):
+    # Statistics taken on an empty table, then rows: a new deployment's first minutes, or a bench run's
+    # fresh database. The function's cached (generic) plan must still count one recipient's rows by
+    # the index, not every unread row of every user (bench/README.md, finding 33).
+    plans: list[str] = []
+
+    def keep_plan(diag):
+        plans.append(diag.message_primary or "")
+
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE inbox_notification")
+        make_notifications(bob, 3000)
+        make_notifications(alice, 2)
+        cursor.execute("LOAD 'auto_explain'")
+        cursor.execute("SET LOCAL auto_explain.log_min_duration = 0")
+        cursor.execute("SET LOCAL auto_explain.log_nested_statements = on")
+        cursor.execute("SET LOCAL auto_explain.log_level = notice")
+        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+    connection.connection.add_notice_handler(keep_plan)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            services.notification_create(recipients=[alice], title="counted")
+    finally:
+        connection.connection.remove_notice_handler(keep_plan)
+
+    [count_plan] = [p for p in plans if "count(*) AS unread" in p]
+    assert "Index Cond: (recipient_id = " in count_plan
+    assert "Seq Scan on inbox_notification" not in count_plan
+    assert [(uid, event["unread"]) for uid, event in pushed] == [(alice.pk, 3)]
