@@ -152,6 +152,12 @@ else:
             "max_size": env_int("DATABASE_POOL_MAX", 16),
             "timeout": env_float("DATABASE_POOL_TIMEOUT", 3.0),
         }
+        if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+            # The pool's check without a round trip per request, unless the connection's socket
+            # shows it broke or it was last checked this many seconds ago (0: a round trip on
+            # every checkout, Django's own check). notifications_site/postgresql_backend.
+            DATABASES["default"]["ENGINE"] = "notifications_site.postgresql_backend"
+            DATABASES["default"]["OPTIONS"]["pool_full_check_seconds"] = env_float("DATABASE_POOL_FULL_CHECK_SECONDS", 30.0)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Django 6 behaviour for URL form fields (https), opted into now.
