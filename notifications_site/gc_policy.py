@@ -41,16 +41,24 @@ class FreezeSurvivors:
     # which then lands on whatever comes next (bench/README.md, finding 29).
     LITTLE_GARBAGE = 0.05
     MAX_GROWTH = 1.0
+    # Counting the frozen objects (gc.get_freeze_count) walks all of them: 10 ms for the 100,000
+    # a server holds after startup, 25 ms for 1.1 million. Full collections of what is new come
+    # every few hundred milliseconds under load, and counting at each was 2.9 % of the servers'
+    # samples in a bulk send (bench/README.md, finding 36). Survivors are frozen at every one; the
+    # count that decides a thaw is taken at most once per ``count_every`` seconds.
+    COUNT_EVERY = 5.0
 
-    def __init__(self, *, growth: float, full_every: float, clock=time.monotonic) -> None:
+    def __init__(self, *, growth: float, full_every: float, count_every: float = COUNT_EVERY, clock=time.monotonic) -> None:
         self.base_growth = growth
         self.growth = growth
         self.full_every = full_every
+        self.count_every = count_every
         self.thawed = 0  # objects the last thaw gave back to the collector
         self.clock = clock
         self.lock = threading.Lock()
         self.baseline = 0  # frozen objects right after the last collection of everything
         self.last_full = clock()
+        self.last_count = self.last_full
         self.scanning_all = True  # nothing is frozen yet: the next full collection sees everything
         self.freezes = 0
         self.full_scans = 0
@@ -83,11 +91,16 @@ class FreezeSurvivors:
                     self.growth = min(self.growth * 2, self.MAX_GROWTH) if little else self.base_growth
                 self.scanning_all = False
                 self.full_scans += 1
-                self.last_full = now
+                self.last_full = self.last_count = now
                 gc.freeze()
                 self.baseline = gc.get_freeze_count()
                 self.freezes += 1
                 return
+            if now - self.last_count < self.count_every and now - self.last_full < self.full_every:
+                gc.freeze()  # no count this time: freezing is cheap, counting is not
+                self.freezes += 1
+                return
+            self.last_count = now
             # Counted before this collection's survivors join them: what was frozen at the last one
             # and is still alive. Short-lived objects frozen then (a broadcast's notifications in
             # flight) have been freed by reference counting since; dead cycles have not.

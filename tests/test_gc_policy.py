@@ -39,7 +39,8 @@ def policy():
     gc.disable()
     gc.collect()
     clock = Clock()
-    p = FreezeSurvivors(growth=0.25, full_every=600.0, clock=clock)
+    # Counted at every full collection, unless a test says otherwise (see the count_every tests).
+    p = FreezeSurvivors(growth=0.25, full_every=600.0, count_every=0.0, clock=clock)
     p.clock_ = clock
     p.install()
     try:
@@ -147,3 +148,30 @@ def test_a_walk_that_finds_much_garbage_brings_the_allowed_growth_back(policy):
     del cycles
     gc.collect()
     assert policy.growth == 0.25
+
+
+def test_between_two_counts_survivors_are_frozen_without_counting_them(policy):
+    policy.count_every = 5.0
+    gc.collect()
+    grown = [[i] for i in range(policy.baseline)]  # twice as many objects: above the bound
+    policy.clock_.now += 1
+    gc.collect()
+    gc.collect()
+    assert not policy.scanning_all, "counted (and thawed) within count_every of the last count"
+    assert not any(o is grown for o in gc.get_objects()), "the survivors were frozen all the same"
+    policy.clock_.now += 4
+    gc.collect()  # 5 s since the last count: counted, above the bound, thawed
+    assert policy.scanning_all
+    del grown
+
+
+def test_the_period_thaws_even_between_two_counts(policy):
+    policy.count_every = 1000.0
+    cycle = make_cycle()
+    alive = weakref.ref(cycle)
+    gc.collect()
+    del cycle
+    policy.clock_.now += 601
+    gc.collect()  # thawed by the period ...
+    gc.collect()  # ... and walked
+    assert alive() is None
