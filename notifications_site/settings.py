@@ -251,7 +251,8 @@ if DEBUG:
 # never fails because Redis is down. The limits are therefore per worker process.
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "inbox-default"},
-    "throttle": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "inbox-throttle"},
+    # Histories kept as lists, not pickles (inbox/api/throttle_cache.py).
+    "throttle": {"BACKEND": "inbox.api.throttle_cache.ObjectLocMemCache", "LOCATION": "inbox-throttle"},
 }
 
 SIMPLE_JWT = {

@@ -6,9 +6,16 @@ read at request time so that settings overrides apply. Counters live in the per-
 ``throttle`` cache: a throttle never waits on the network or fails when Redis is down.
 """
 
+import threading
+
 from django.core.cache import caches
 from rest_framework.settings import api_settings
 from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
+
+from .throttle_cache import ObjectLocMemCache
+
+# A client's history is read, trimmed, checked and extended as one step (see allow_request).
+_history_lock = threading.Lock()
 
 
 class _RatesFromSettings:
@@ -18,6 +25,20 @@ class _RatesFromSettings:
     @property
     def cache(self):
         return caches["throttle"]
+
+    def allow_request(self, request, view):
+        """
+        DRF's check. With the object cache (inbox/api/throttle_cache.py) the history it reads is the
+        stored list itself, which DRF trims and extends in place: one lock makes that a single step
+        for concurrent requests, and a refused request keeps its own copy for ``wait()``.
+        """
+        if not isinstance(self.cache, ObjectLocMemCache):
+            return super().allow_request(request, view)
+        with _history_lock:
+            allowed = super().allow_request(request, view)
+            if not allowed:
+                self.history = list(self.history)
+        return allowed
 
 
 class SendThrottle(_RatesFromSettings, UserRateThrottle):

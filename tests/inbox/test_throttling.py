@@ -95,3 +95,56 @@ def test_a_forged_x_forwarded_for_does_not_escape_the_token_rate(low_rates, anon
         for i in range(4)
     ]
     assert statuses == [401, 401, 429, 429]
+
+
+def test_the_throttle_store_keeps_the_objects_themselves_and_expires_them():
+    from django.core.cache import caches
+
+    from inbox.api.throttle_cache import ObjectLocMemCache
+
+    cache = caches["throttle"]
+    assert isinstance(cache, ObjectLocMemCache)
+    history = [1.0, 2.0]
+    cache.set("k", history, 60)
+    assert cache.get("k") is history
+    assert cache.add("k", [], 60) is False and cache.add("n", 1, 60) is True and cache.incr("n") == 2
+    cache.set("gone", [1.0], 0)
+    assert cache.get("gone", "missing") == "missing"
+
+
+def test_concurrent_requests_of_one_sender_pass_exactly_the_rate(settings, service_account):
+    import sys
+    import threading
+
+    from rest_framework.request import Request
+    from rest_framework.test import APIRequestFactory
+
+    from inbox.api.throttles import SendThrottle
+
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"send": "100/min"}}
+    request = Request(APIRequestFactory().post("/api/notifications/"))
+    request.user = service_account
+    allowed, waits = [], []
+    start = threading.Barrier(8)
+
+    def sender():
+        start.wait()
+        for _ in range(40):
+            throttle = SendThrottle()
+            if throttle.allow_request(request, None):
+                allowed.append(1)
+            else:
+                waits.append(throttle.wait())
+
+    threads = [threading.Thread(target=sender) for _ in range(8)]
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # hand the GIL over as often as possible: races show up
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(switch)
+    assert len(allowed) == 100 and len(waits) == 220
+    assert all(0 < w <= 60 for w in waits)
