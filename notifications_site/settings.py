@@ -251,8 +251,14 @@ if DEBUG:
 # never fails because Redis is down. The limits are therefore per worker process.
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "inbox-default"},
-    # Histories kept as lists, not pickles (inbox/api/throttle_cache.py).
-    "throttle": {"BACKEND": "inbox.api.throttle_cache.ObjectLocMemCache", "LOCATION": "inbox-throttle"},
+    # Histories kept as lists, not pickles (inbox/api/throttle_cache.py). One entry per client and
+    # scope: with the default 300, every client past the 300th culled a third of the others'
+    # histories, and their limits started over.
+    "throttle": {
+        "BACKEND": "inbox.api.throttle_cache.ObjectLocMemCache",
+        "LOCATION": "inbox-throttle",
+        "OPTIONS": {"MAX_ENTRIES": env_int("INBOX_THROTTLE_MAX_CLIENTS", 100_000)},
+    },
 }
 
 SIMPLE_JWT = {

@@ -148,3 +148,19 @@ def test_concurrent_requests_of_one_sender_pass_exactly_the_rate(settings, servi
         sys.setswitchinterval(switch)
     assert len(allowed) == 100 and len(waits) == 220
     assert all(0 < w <= 60 for w in waits)
+
+
+def test_a_readers_history_is_kept_while_thousands_of_other_clients_are_throttled(low_rates, alice_client, alice):
+    from rest_framework.request import Request
+    from rest_framework.test import APIRequestFactory
+
+    from inbox.api.throttles import ReadThrottle
+
+    for _ in range(4):
+        assert alice_client.get("/api/notifications/").status_code == 200
+    others = APIRequestFactory().get("/api/notifications/")
+    for i in range(2000):  # other users' reads, one history each
+        request = Request(others)
+        request.user = type(alice)(pk=10_000_000 + i, username=f"other-{i}")
+        assert ReadThrottle().allow_request(request, None)
+    assert alice_client.get("/api/notifications/").status_code == 429
