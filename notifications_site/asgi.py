@@ -30,6 +30,7 @@ from realtime.daphne_compat import (  # noqa: E402
     allow_standard_close_codes,
     exit_promptly_after_shutdown,
     lazy_autobahn_log_labels,
+    skip_discarded_access_log,
     skip_twisted_form_parsing,
     write_through_tcp,
 )
@@ -47,6 +48,8 @@ skip_twisted_form_parsing()
 write_through_tcp()
 # ... and colours a debug-log label for every frame it sends or reads, logged or not, without this.
 lazy_autobahn_log_labels()
+# ... and formats an access-log line for every request that its verbosity (0, 1) drops, without this.
+skip_discarded_access_log()
 
 # Optional (INBOX_GC_THRESHOLDS, settings.py): fewer garbage collections in the server process.
 # What is loaded by now lives as long as the process, so it leaves the collector's generations

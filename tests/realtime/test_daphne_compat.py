@@ -13,7 +13,7 @@ import pytest
 from daphne.http_protocol import WebRequest
 from twisted.web import http
 
-from realtime.daphne_compat import skip_twisted_form_parsing, write_through_tcp
+from realtime.daphne_compat import skip_discarded_access_log, skip_twisted_form_parsing, write_through_tcp
 
 
 def a_request() -> WebRequest:
@@ -170,3 +170,36 @@ def test_autobahn_builds_a_debug_log_label_only_when_the_message_is_written(monk
         assert "{func} sent {n} bytes for {peer}".format(**labels) == expected
         assert styled
         styled.clear()
+
+
+def _factory_logging_to(verbosity: int):
+    from daphne.http_protocol import HTTPFactory
+
+    factory = HTTPFactory(SimpleNamespace(verbosity=verbosity))
+    written = io.StringIO()
+    factory._logFile = written  # what Twisted's log would get
+    return factory, written
+
+
+def _finished_request() -> http.Request:
+    channel = SimpleNamespace(getPeer=lambda: None, getHost=lambda: None, transport=None)
+    request = http.Request(channel)
+    request.method, request.uri, request.clientproto, request.code, request.sentLength = b"POST", b"/api/notifications/", b"HTTP/1.1", 201, 2
+    request.getClientAddress = lambda: SimpleNamespace(host="127.0.0.1")
+    return request
+
+
+def test_at_verbosity_0_and_1_no_access_line_is_formatted():
+    skip_discarded_access_log()
+    skip_discarded_access_log()  # twice is harmless
+    for verbosity in (0, 1):
+        factory, written = _factory_logging_to(verbosity)
+        factory.log(object())  # returns before looking at the request at all
+        assert written.getvalue() == ""
+
+
+def test_at_verbosity_2_the_access_line_is_written_as_before():
+    skip_discarded_access_log()
+    factory, written = _factory_logging_to(2)
+    factory.log(_finished_request())
+    assert '"POST /api/notifications/ HTTP/1.1" 201 2' in written.getvalue()
