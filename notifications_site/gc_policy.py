@@ -42,10 +42,11 @@ class FreezeSurvivors:
     LITTLE_GARBAGE = 0.05
     MAX_GROWTH = 1.0
     # Counting the frozen objects (gc.get_freeze_count) walks all of them: 10 ms for the 100,000
-    # a server holds after startup, 25 ms for 1.1 million. Full collections of what is new come
-    # every few hundred milliseconds under load, and counting at each was 2.9 % of the servers'
-    # samples in a bulk send (bench/README.md, finding 36). Survivors are frozen at every one; the
-    # count that decides a thaw is taken at most once per ``count_every`` seconds.
+    # a server holds after startup in-process, 20-136 ms in a server as they grew to a million.
+    # Full collections of what is new come every few seconds under load, and counting at each was
+    # 2.9 % of the servers' samples in a bulk send (bench/README.md, finding 36). Survivors are
+    # frozen at every one; the count that decides a thaw is taken at most once per ``count_every``
+    # seconds.
     COUNT_EVERY = 5.0
 
     def __init__(self, *, growth: float, full_every: float, count_every: float = COUNT_EVERY, clock=time.monotonic) -> None:
