@@ -43,10 +43,14 @@ class FreezeSurvivors:
     MAX_GROWTH = 1.0
     # Counting the frozen objects (gc.get_freeze_count) walks all of them: 10 ms for the 100,000
     # a server holds after startup in-process, 20-136 ms in a server as they grew to a million.
-    # Full collections of what is new come every few seconds under load, and counting at each was
-    # 2.9 % of the servers' samples in a bulk send (bench/README.md, finding 36). Survivors are
-    # frozen at every one; the count that decides a thaw is taken at most once per ``count_every``
-    # seconds.
+    # Full collections of what is new come every few seconds under load; counting at each was 2.9 %
+    # of the servers' samples in a bulk send and stalled broadcasts (bench/README.md, finding 36).
+    # So the policy keeps a bound instead: the frozen objects still alive are at most those of the
+    # last count plus all frozen since (each freeze adds the survivors of its collection, which
+    # sit in the oldest generation then: a walk of those only). It counts only when that bound
+    # passes the threshold, at most once per ``count_every`` seconds (what is frozen in between
+    # and freed again, a broadcast's notifications in flight, keeps the bound above it), and thaws
+    # only when the count does.
     COUNT_EVERY = 5.0
 
     def __init__(self, *, growth: float, full_every: float, count_every: float = COUNT_EVERY, clock=time.monotonic) -> None:
@@ -58,11 +62,12 @@ class FreezeSurvivors:
         self.clock = clock
         self.lock = threading.Lock()
         self.baseline = 0  # frozen objects right after the last collection of everything
-        self.last_full = clock()
-        self.last_count = self.last_full
+        self.bound = 0  # frozen objects still alive, at most
+        self.last_full = self.last_count = clock()
         self.scanning_all = True  # nothing is frozen yet: the next full collection sees everything
         self.freezes = 0
         self.full_scans = 0
+        self.counts = 0  # walks of the frozen objects to count them
 
     def install(self) -> None:
         if self.callback not in gc.callbacks:
@@ -94,24 +99,26 @@ class FreezeSurvivors:
                 self.full_scans += 1
                 self.last_full = self.last_count = now
                 gc.freeze()
-                self.baseline = gc.get_freeze_count()
+                self.baseline = self.bound = gc.get_freeze_count()
                 self.freezes += 1
                 return
-            if now - self.last_count < self.count_every and now - self.last_full < self.full_every:
-                gc.freeze()  # no count this time: freezing is cheap, counting is not
-                self.freezes += 1
-                return
-            self.last_count = now
-            # Counted before this collection's survivors join them: what was frozen at the last one
-            # and is still alive. Short-lived objects frozen then (a broadcast's notifications in
-            # flight) have been freed by reference counting since; dead cycles have not.
-            frozen = gc.get_freeze_count()
-            if frozen > self.baseline * (1 + self.growth) or now - self.last_full >= self.full_every:
-                # Let the next full collection walk everything again (and find dead cycles).
-                self.thawed = frozen
-                gc.unfreeze()
-                self.scanning_all = True
-                return
+            # Decided before this collection's survivors join them: what was frozen before and is
+            # still alive. Short-lived objects frozen then (a broadcast's notifications in flight)
+            # have been freed by reference counting since; dead cycles have not.
+            limit = self.baseline * (1 + self.growth)
+            period_over = now - self.last_full >= self.full_every
+            if (self.bound > limit and now - self.last_count >= self.count_every) or period_over:
+                frozen = gc.get_freeze_count()
+                self.counts += 1
+                self.last_count = now
+                if frozen > limit or period_over:
+                    # Let the next full collection walk everything again (and find dead cycles).
+                    self.thawed = frozen
+                    gc.unfreeze()
+                    self.scanning_all = True
+                    return
+                self.bound = frozen
+            self.bound += len(gc.get_objects(generation=2))
             gc.freeze()
             self.freezes += 1
 

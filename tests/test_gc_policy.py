@@ -39,7 +39,7 @@ def policy():
     gc.disable()
     gc.collect()
     clock = Clock()
-    # Counted at every full collection, unless a test says otherwise (see the count_every tests).
+    # Counted whenever the bound asks, unless a test says otherwise (count_every).
     p = FreezeSurvivors(growth=0.25, full_every=600.0, count_every=0.0, clock=clock)
     p.clock_ = clock
     p.install()
@@ -150,23 +150,45 @@ def test_a_walk_that_finds_much_garbage_brings_the_allowed_growth_back(policy):
     assert policy.growth == 0.25
 
 
-def test_between_two_counts_survivors_are_frozen_without_counting_them(policy):
+def test_collections_that_cannot_have_grown_the_frozen_objects_past_the_bound_count_nothing(policy):
+    gc.collect()
+    counts = policy.counts
+    small = [[i] for i in range(policy.baseline // 10)]  # well under a quarter more
+    for _ in range(5):
+        gc.collect()
+    assert policy.counts == counts, "the frozen objects were walked to count them"
+    assert policy.freezes >= 6 and not policy.scanning_all
+    assert not any(o is small for o in gc.get_objects()), "the survivors were frozen all the same"
+    del small
+
+
+def test_the_bound_follows_what_was_frozen_and_a_count_sets_it_back_to_what_is_alive(policy):
+    gc.collect()
+    transient = [[i] for i in range(policy.baseline)]  # frozen at the next collection, then freed
+    gc.collect()
+    assert policy.bound >= policy.baseline + len(transient)
+    del transient
+    counts = policy.counts
+    gc.collect()  # the bound is past the threshold: counted, and what is alive is under it
+    assert policy.counts == counts + 1 and not policy.scanning_all
+    assert policy.bound < 1.25 * policy.baseline + 1000
+
+
+def test_counts_are_at_least_count_every_seconds_apart(policy):
     policy.count_every = 5.0
     gc.collect()
-    grown = [[i] for i in range(policy.baseline)]  # twice as many objects: above the bound
+    grown = [[i] for i in range(policy.baseline)]  # twice as many objects: past the bound and the threshold
     policy.clock_.now += 1
     gc.collect()
     gc.collect()
-    assert not policy.scanning_all, "counted (and thawed) within count_every of the last count"
-    assert not any(o is grown for o in gc.get_objects()), "the survivors were frozen all the same"
+    assert policy.counts == 0 and not policy.scanning_all, "counted within count_every of the last count"
     policy.clock_.now += 4
-    gc.collect()  # 5 s since the last count: counted, above the bound, thawed
-    assert policy.scanning_all
+    gc.collect()  # 5 s since the last count: counted, above the threshold, thawed
+    assert policy.counts == 1 and policy.scanning_all
     del grown
 
 
-def test_the_period_thaws_even_between_two_counts(policy):
-    policy.count_every = 1000.0
+def test_the_period_thaws_without_the_bound(policy):
     cycle = make_cycle()
     alive = weakref.ref(cycle)
     gc.collect()
