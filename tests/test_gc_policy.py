@@ -188,7 +188,8 @@ def test_counts_are_at_least_count_every_seconds_apart(policy):
     del grown
 
 
-def test_the_period_thaws_without_the_bound(policy):
+def test_the_period_thaws_when_neither_the_bound_nor_the_count_interval_would(policy):
+    policy.count_every = 1000.0  # no count would be allowed, and nothing grew past the bound
     cycle = make_cycle()
     alive = weakref.ref(cycle)
     gc.collect()
