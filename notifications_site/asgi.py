@@ -28,6 +28,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from realtime import fanout  # noqa: E402
 from realtime.daphne_compat import (  # noqa: E402
     allow_standard_close_codes,
+    direct_text_frames,
     exit_promptly_after_shutdown,
     lazy_autobahn_log_labels,
     skip_discarded_access_log,
@@ -50,6 +51,8 @@ write_through_tcp()
 lazy_autobahn_log_labels()
 # ... and formats an access-log line for every request that its verbosity (0, 1) drops, without this.
 skip_discarded_access_log()
+# ... and builds every text frame through autobahn's general send path without this.
+direct_text_frames()
 
 # Optional (INBOX_GC_THRESHOLDS, settings.py): fewer garbage collections in the server process.
 # What is loaded by now lives as long as the process, so it leaves the collector's generations

@@ -14,7 +14,8 @@ now it sends 1009 or 1007 first, as RFC 6455 section 7.1.7 asks.
 And process-level fixes for daphne: exit promptly after its shutdown, no Twisted form parsing of
 POST bodies daphne never reads, writes sent at once instead of on the next turn of the loop,
 autobahn's debug-log labels built only when such a message is written, and no access-log line
-formatted when daphne's verbosity drops it (see each function).
+formatted when daphne's verbosity drops it, and text frames written directly instead of through
+autobahn's general send path (see each function).
 """
 
 from __future__ import annotations
@@ -230,3 +231,65 @@ def skip_discarded_access_log() -> None:
 
     HTTPFactory.log = log
     HTTPFactory._inbox_skips_discarded_log = True
+
+
+def direct_text_frames() -> None:
+    """
+    Write a text message to an open WebSocket as one frame, without autobahn's general send path.
+
+    daphne hands every ``websocket.send`` with text to autobahn's ``sendMessage``, which asserts its
+    argument types, chooses compression and fragmentation, builds the frame in ``sendFrame`` (bit
+    operations, ``struct``, a list join) and writes it in ``sendData`` with a debug-log call: about
+    2.8 us of the 3.8 us a frame takes in-process. bench/ profile of bulk sends: ``sendMessage`` and
+    below 17 % of the servers' samples. For the frames this service sends (text, unfragmented, no
+    compression, unmasked, nothing queued for a chopped or synchronous write, no frame or octet
+    logging, no timing) this writes the same bytes (RFC 6455 section 5.2: FIN and opcode 1, the
+    length in 7, 16 or 64 bits, the UTF-8 payload) and counts the same traffic statistics. Anything
+    else (binary data, compression negotiated, a payload over the size limit or the auto-fragmentation
+    size, a socket not open) goes through daphne and autobahn as before.
+    """
+    try:
+        from daphne import ws_protocol
+    except ImportError:  # another ASGI server
+        return
+    WebSocketProtocol = ws_protocol.WebSocketProtocol
+    if getattr(WebSocketProtocol, "_inbox_direct_text_frames", False):
+        return
+    original = WebSocketProtocol.serverSend
+    daphne_logger = ws_protocol.logger
+    OPEN = WebSocketProtocol.STATE_OPEN
+
+    def serverSend(self, content, binary=False):
+        if (
+            binary
+            or type(content) is not str
+            or self.state != OPEN
+            or self._perMessageCompress is not None
+            or self.maskServerFrames
+            or self.send_queue
+            or self.logFrames
+            or self.logOctets
+            or self.trackedTimings
+            or daphne_logger.isEnabledFor(10)  # DEBUG: daphne logs each send
+        ):
+            return original(self, content, binary)
+        payload = content.encode("utf8")
+        length = len(payload)
+        if 0 < self.maxMessagePayloadSize < length or 0 < self.autoFragmentSize < length:
+            return original(self, content, binary)  # refused as too big, or fragmented
+        if length <= 125:
+            frame = bytes((0x81, length)) + payload
+        elif length <= 0xFFFF:
+            frame = b"\x81\x7e" + length.to_bytes(2, "big") + payload
+        else:
+            frame = b"\x81\x7f" + length.to_bytes(8, "big") + payload
+        stats = self.trafficStats
+        stats.outgoingWebSocketMessages += 1
+        stats.outgoingOctetsAppLevel += length
+        stats.outgoingOctetsWebSocketLevel += length
+        stats.outgoingWebSocketFrames += 1
+        stats.outgoingOctetsWireLevel += len(frame)
+        self.transport.write(frame)
+
+    WebSocketProtocol.serverSend = serverSend
+    WebSocketProtocol._inbox_direct_text_frames = True

@@ -13,7 +13,7 @@ import pytest
 from daphne.http_protocol import WebRequest
 from twisted.web import http
 
-from realtime.daphne_compat import skip_discarded_access_log, skip_twisted_form_parsing, write_through_tcp
+from realtime.daphne_compat import direct_text_frames, skip_discarded_access_log, skip_twisted_form_parsing, write_through_tcp
 
 
 def a_request() -> WebRequest:
@@ -203,3 +203,84 @@ def test_at_verbosity_2_the_access_line_is_written_as_before():
     factory, written = _factory_logging_to(2)
     factory.log(_finished_request())
     assert '"POST /api/notifications/ HTTP/1.1" 201 2' in written.getvalue()
+
+
+# --- Text frames written directly (direct_text_frames) ------------------------------------------
+
+
+def an_open_socket(**options):
+    """A daphne WebSocket protocol past its handshake, writing to a recording transport."""
+    from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
+    from twisted.internet.testing import StringTransport
+
+    factory = WebSocketFactory(SimpleNamespace())
+    factory.setProtocolOptions(maxMessagePayloadSize=2**20, **options)  # daphne's default limit
+    protocol = factory.buildProtocol(("127.0.0.1", 40000))
+    protocol.makeConnection(StringTransport())
+    protocol.state = WebSocketProtocol.STATE_OPEN
+    protocol._perMessageCompress = None
+    protocol.client_addr = ("127.0.0.1", 40000)
+    return protocol
+
+
+def autobahn_refused(protocol) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("went through autobahn's sendMessage")
+
+    protocol.sendMessage = refuse
+
+
+TEXTS = ["x", "é" * 62 + "x", "a" * 125, "a" * 126, "ü" * 40_000, "a" * 65_535, "a" * 65_536, '{"type":"pong"}']
+
+
+@pytest.mark.parametrize("text", TEXTS, ids=lambda t: f"{len(t.encode())}-bytes")
+def test_a_text_message_is_the_frame_autobahn_writes_and_counts_the_same_traffic(text):
+    direct_text_frames()
+    ours, theirs = an_open_socket(), an_open_socket()
+    autobahn_refused(ours)
+
+    ours.handle_reply({"type": "websocket.send", "text": text})
+    theirs.sendMessage(text.encode("utf8"), False)  # autobahn's own path, as daphne called it
+
+    assert ours.transport.value() == theirs.transport.value()
+    assert ours.transport.value()[:1] == b"\x81"  # FIN, text
+    assert vars(ours.trafficStats) == vars(theirs.trafficStats)
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["binary", "compression", "payload over the limit", "auto-fragmented", "a chopped write queued", "not open"],
+)
+def test_anything_else_goes_through_autobahn_as_before(how):
+    from daphne.ws_protocol import WebSocketProtocol
+
+    direct_text_frames()
+    protocol = an_open_socket(autoFragmentSize=100 if how == "auto-fragmented" else 0)
+    message = {"type": "websocket.send", "text": "a" * 200}
+    if how == "binary":
+        message = {"type": "websocket.send", "bytes": b"a" * 200}
+    elif how == "compression":
+        protocol._perMessageCompress = object()
+    elif how == "payload over the limit":
+        protocol.maxMessagePayloadSize = 100
+    elif how == "a chopped write queued":
+        protocol.send_queue.append((b"earlier", True))
+    elif how == "not open":
+        protocol.state = WebSocketProtocol.STATE_CLOSING
+    calls = []
+    protocol.sendMessage = lambda payload, binary, *args, **kwargs: calls.append((payload, binary))
+
+    protocol.handle_reply(message)
+
+    assert calls == [(b"a" * 200, how == "binary")]
+    assert protocol.transport.value() == b""
+
+
+def test_a_large_frame_sent_directly_reaches_a_peer_whole(connection):
+    # Through a real TCP connection (write_through_tcp), as in the server: header and payload together.
+    conn, peer, _ = connection
+    direct_text_frames()
+    protocol = an_open_socket()
+    protocol.transport = conn
+    protocol.handle_reply({"type": "websocket.send", "text": "z" * 70_000})
+    assert read_exactly(peer, 10 + 70_000) == b"\x81\x7f" + (70_000).to_bytes(8, "big") + b"z" * 70_000
