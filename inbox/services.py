@@ -66,14 +66,14 @@ def notification_create(
     now = timezone.now()
     data = data if data is not None else {}
     recipient_ids = [u.pk for u in recipients]
+    template = Notification(
+        sender=sender, category=category, title=title, message=message,
+        data=data, link=link, created_at=now, expires_at=expires_at,
+    )
     if connection.vendor == "postgresql":
         # One statement, its own transaction unless the caller has one (see the function).
         ids, unread = _insert_and_count_postgresql(
             recipients, recipient_ids, sender, category, title, message, data, link, now, expires_at
-        )
-        template = Notification(
-            sender=sender, category=category, title=title, message=message,
-            data=data, link=link, created_at=now, expires_at=expires_at,
         )
         created = [_copy_saved(template, id=nid, recipient_id=rid) for nid, rid in zip(ids, recipient_ids)]
     else:
@@ -91,11 +91,12 @@ def notification_create(
             created = Notification.objects.bulk_create(rows, batch_size=2000)
             unread = notification_unread_counts(user_ids=[n.recipient_id for n in created])
     # The rows are committed by now unless the caller holds a transaction: then this waits for its commit.
-    sender_username = sender.username if sender is not None else None
-    transaction.on_commit(
-        partial(fanout.notifications_created, created, unread=unread, sender_username=sender_username),
-        robust=True,
+    push = partial(
+        fanout.notification_sent, template,
+        ids=[n.id for n in created], recipient_ids=recipient_ids, unread=unread,
+        sender_username=sender.username if sender is not None else None,
     )
+    transaction.on_commit(push, robust=True)
     return created
 
 

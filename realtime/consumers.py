@@ -408,28 +408,29 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         if self._token_expired():
             await self.close(code=CLOSE_UNAUTHORIZED)
             return
-        if event["notification"]["id"] <= self.high_water and not event.get("resend"):
+        if event["id"] <= self.high_water and not event.get("resend"):
             return  # already sent by the catch-up
-        await self.send_frame({"type": event["type"], "notification": event["notification"], "unread": event["unread"]})
+        await self.send_text(event["frame"])
 
     async def notification_read(self, event) -> None:
+        """Read state changed, or notifications were deleted, elsewhere: the frame as rendered."""
         if self._token_expired():
             await self.close(code=CLOSE_UNAUTHORIZED)
             return
-        await self.send_frame({"type": event["type"], "ids": event["ids"], "read": event["read"], "unread": event["unread"]})
+        await self.send_text(event["frame"])
 
-    async def notification_deleted(self, event) -> None:
-        if self._token_expired():
-            await self.close(code=CLOSE_UNAUTHORIZED)
-            return
-        await self.send_frame({"type": event["type"], "ids": event["ids"], "unread": event["unread"]})
+    notification_deleted = notification_read
 
     # --- Sending --------------------------------------------------------------------------------
 
     async def send_frame(self, frame: dict) -> None:
+        await self.send_text(orjson.dumps(frame).decode())
+
+    async def send_text(self, text: str) -> None:
+        """Send one frame's JSON text (an event's ``frame`` is rendered by realtime.fanout)."""
         if self.__dict__.get("closing"):
             return  # nothing goes out after our close (e.g. on an expired token)
-        await self.base_send({"type": "websocket.send", "text": orjson.dumps(frame).decode()})
+        await self.base_send({"type": "websocket.send", "text": text})
 
     async def close(self, code=None, reason=None) -> None:
         """Close once; later frames and closes are dropped until the server's disconnect arrives."""

@@ -23,6 +23,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import orjson
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -44,17 +45,38 @@ def group_for_user(user_id: int) -> str:
     return f"inbox.user.{int(user_id)}"
 
 
-# --- Events -----------------------------------------------------------------------------------
+# --- Events ---------------------------------------------------------------------------------------
+#
+# Each event carries the WebSocket frame its sockets send, rendered here once: the consumer checks
+# what it must (``id``, ``resend``) and sends ``frame`` as it is. A bulk send's frames are one JSON
+# text with each recipient's id, user and unread count put in, not a payload dict per recipient
+# that every server process unpacked and every socket serialized again (bench/README.md, finding 42).
+
+
+def _frame(fields: dict[str, Any]) -> str:
+    return orjson.dumps(fields).decode()
+
+
+def created_event(payload: dict[str, Any], unread: int, *, resend: bool = False) -> dict[str, Any]:
+    """
+    The channel-layer message of one new notification for its recipient. ``resend`` marks a
+    deliberate push of a stored notification (admin): sockets deliver it even when their catch-up
+    already covered the id, where a late live event would be a duplicate.
+    """
+    message = {
+        "type": NOTIFICATION_CREATED,
+        "id": payload["id"],
+        "frame": _frame({"type": NOTIFICATION_CREATED, "notification": payload, "unread": unread}),
+    }
+    if resend:
+        message["resend"] = True
+    return message
 
 
 def notifications_created(
     notifications: Sequence, *, unread: dict[int, int], sender_username: str | None = None, resend: bool = False
 ) -> int:
-    """
-    Push new notifications to their recipients, one event each. Expired ones are skipped.
-    ``resend`` marks a deliberate push of stored notifications (admin): sockets deliver it even
-    when their catch-up already covered the id, where a late live event would be a duplicate.
-    """
+    """Push stored notifications to their recipients, one event each. Expired ones are skipped."""
     from inbox.payloads import notification_payload
 
     events: list[Event] = []
@@ -62,21 +84,41 @@ def notifications_created(
         if n.is_expired():
             continue
         payload = notification_payload(n, sender_username=sender_username) if sender_username else notification_payload(n)
-        message = {"type": NOTIFICATION_CREATED, "notification": payload, "unread": unread.get(n.recipient_id, 0)}
-        if resend:
-            message["resend"] = True
-        events.append((n.recipient_id, message))
+        events.append((n.recipient_id, created_event(payload, unread.get(n.recipient_id, 0), resend=resend)))
+    publish(events)
+    return len(events)
+
+
+def notification_sent(
+    template, *, ids: Sequence[int], recipient_ids: Sequence[int], unread: dict[int, int], sender_username: str | None
+) -> int:
+    """
+    Push one send (services.notification_create): the same ``template`` stored as ``ids[i]`` for
+    ``recipient_ids[i]``. The frames are those of ``created_event``, byte for byte; the fields they
+    share are rendered once.
+    """
+    from inbox.payloads import notification_payload
+
+    if template.is_expired():
+        return 0
+    payload = notification_payload(template, sender_username=sender_username)
+    shared = _frame({k: v for k, v in payload.items() if k not in ("id", "recipient")})[1:-1]
+    head = '{"type":"%s","notification":{"id":' % NOTIFICATION_CREATED
+    events: list[Event] = [
+        (rid, {"type": NOTIFICATION_CREATED, "id": nid, "frame": f'{head}{nid},"recipient":{rid},{shared}}},"unread":{unread.get(rid, 0)}}}'})
+        for nid, rid in zip(ids, recipient_ids)
+    ]
     publish(events)
     return len(events)
 
 
 def notifications_read(*, user_id: int, ids: list[int], read: bool, unread: int) -> int:
-    publish([(user_id, {"type": NOTIFICATION_READ, "ids": ids, "read": read, "unread": unread})])
+    publish([(user_id, {"type": NOTIFICATION_READ, "frame": _frame({"type": NOTIFICATION_READ, "ids": ids, "read": read, "unread": unread})})])
     return 1
 
 
 def notifications_deleted(*, user_id: int, ids: list[int], unread: int) -> int:
-    publish([(user_id, {"type": NOTIFICATION_DELETED, "ids": ids, "unread": unread})])
+    publish([(user_id, {"type": NOTIFICATION_DELETED, "frame": _frame({"type": NOTIFICATION_DELETED, "ids": ids, "unread": unread})})])
     return 1
 
 

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 
 class PushedEvents(list):
-    """Every (user id, message) handed to the channel layer by realtime.fanout, in order."""
+    """
+    Every (user id, frame) that realtime.fanout handed to the channel layer, in order: the frame
+    (decoded) is what each open socket of that user is sent. ``messages`` keeps the layer messages.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[tuple[int, dict]] = []
+
+    def record(self, batch) -> None:
+        for user_id, message in batch:
+            self.messages.append((user_id, message))
+            self.append((user_id, orjson.loads(message["frame"])))
 
     def of_type(self, event_type: str) -> list:
         return [(uid, msg) for uid, msg in self if msg["type"] == event_type]
@@ -24,7 +37,7 @@ def pushed(monkeypatch):
     from realtime import fanout
 
     events = PushedEvents()
-    monkeypatch.setattr(fanout, "_dispatch", lambda batch: events.extend(batch))
+    monkeypatch.setattr(fanout, "_dispatch", events.record)
     return events
 
 

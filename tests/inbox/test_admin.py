@@ -186,6 +186,7 @@ def test_the_resend_action_pushes_each_unexpired_notification_again(admin_client
     assert len(pushed) == 2
     assert sorted((uid, m["notification"]["id"]) for uid, m in pushed) == sorted([(alice.pk, a.id), (bob.pk, b.id)])
     assert {m["type"] for _, m in pushed} == {"notification.created"}
+    assert all(m["resend"] is True for _, m in pushed.messages)  # delivered even where a catch-up sent it
     assert Notification.objects.count() == 3
 
 

@@ -127,10 +127,7 @@ async def test_a_live_event_already_sent_by_the_catch_up_is_skipped(ws, send, al
     # join-first order creates): the client must not see it twice.
     row = await database_sync_to_async(Notification.objects.select_related("sender").get)(pk=ids[1])
     layer = get_channel_layer()
-    await layer.group_send(
-        fanout.group_for_user(alice.pk),
-        {"type": fanout.NOTIFICATION_CREATED, "notification": notification_payload(row), "unread": 2},
-    )
+    await layer.group_send(fanout.group_for_user(alice.pk), fanout.created_event(notification_payload(row), 2))
     assert await sock.silent()
     [newer] = await send(alice)
     frame = await sock.frame()

@@ -12,16 +12,21 @@ import socket
 import threading
 import time
 import uuid
+from datetime import timedelta
 
+import orjson
 import pytest
 from channels.layers import channel_layers
+from django.utils import timezone
 
 from inbox import services
 from inbox.models import Notification
+from inbox.payloads import notification_payload
 from realtime import fanout
 
 from . import recording_layer
 from tests import services as ext
+from tests.factories import make_notifications
 
 
 @pytest.fixture
@@ -89,7 +94,8 @@ def hanging_redis(settings):
 
 
 def read_event(user_id: int, ids=(1,)) -> fanout.Event:
-    return (user_id, {"type": fanout.NOTIFICATION_READ, "ids": list(ids), "read": True, "unread": 0})
+    frame = orjson.dumps({"type": fanout.NOTIFICATION_READ, "ids": list(ids), "read": True, "unread": 0}).decode()
+    return (user_id, {"type": fanout.NOTIFICATION_READ, "frame": frame})
 
 
 # --- One pipelined call per batch ----------------------------------------------------------------
@@ -102,8 +108,45 @@ def test_a_bulk_send_is_one_group_send_many_call_with_one_event_per_recipient(ca
     assert len(calls) == 1
     [batch] = calls
     assert [group for group, _ in batch] == [fanout.group_for_user(u.pk) for u in (alice, bob, carol)]
-    assert [m["notification"]["id"] for _, m in batch] == [n.id for n in created]
+    assert [m["id"] for _, m in batch] == [n.id for n in created]
     assert {m["type"] for _, m in batch} == {"notification.created"}
+
+
+@pytest.fixture
+def published(monkeypatch):
+    events: list[fanout.Event] = []
+    monkeypatch.setattr(fanout, "publish", events.extend)
+    return events
+
+
+def one_by_one(created, unread: dict[int, int]) -> list[fanout.Event]:
+    """The events of these notifications rendered each on its own, as for a stored one (admin, shell)."""
+    return [(n.recipient_id, fanout.created_event(notification_payload(n), unread[n.recipient_id])) for n in created]
+
+
+def test_a_sends_frames_are_byte_for_byte_those_of_its_notifications_rendered_one_by_one(published, alice, bob, service_account, django_capture_on_commit_callbacks):
+    """A send renders what its notifications share once; the frames must not differ from a row's own."""
+    make_notifications(bob, 2)
+    with django_capture_on_commit_callbacks(execute=True):
+        created = services.notification_create(
+            recipients=[alice, bob], sender=service_account, category="billing", link="https://example.com/i/42",
+            title='Ünïcode "quoted" \\ \u2028 <b>', message="line\nbreak\ttab",
+            data={"invoice": {"id": 42, "lines": [1.5, None, True, -7]}, "emoji": "🎉", "empty": {}},
+            expires_at=timezone.now() + timedelta(days=1),
+        )
+    assert published == one_by_one(created, {alice.pk: 1, bob.pk: 3})
+
+
+def test_a_send_without_sender_data_or_expiry_renders_the_same_frames_too(published, alice, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        created = services.notification_create(recipients=[alice], title="plain")
+    assert published == one_by_one(created, {alice.pk: 1})
+    assert orjson.loads(published[0][1]["frame"])["notification"]["sender"] is None
+
+
+def test_a_send_that_expired_before_its_commit_pushes_nothing(alice):
+    expired = Notification(recipient=alice, title="late", expires_at=timezone.now() - timedelta(seconds=1))
+    assert fanout.notification_sent(expired, ids=[1], recipient_ids=[alice.pk], unread={}, sender_username=None) == 0
 
 
 def test_without_a_server_loop_events_are_sent_synchronously(calls, alice, django_capture_on_commit_callbacks):
