@@ -84,6 +84,18 @@ async def _forward(receive, inbox: asyncio.Queue) -> None:
         inbox.put_nowait(exc)
 
 
+def _with_frame(event: dict) -> dict:
+    """
+    An event of a server process of an earlier version (a rolling restart), which sent the frame's
+    fields instead of the frame: rendered here, as that version's consumer did.
+    """
+    fields = {k: v for k, v in event.items() if k not in ("resend", "__asgi_channel__")}
+    message = {"frame": orjson.dumps(fields).decode(), "resend": event.get("resend", False)}
+    if "notification" in event:
+        message["id"] = event["notification"]["id"]
+    return message
+
+
 class NotificationConsumer(AsyncJsonWebsocketConsumer):
     """Pushes a user's notifications to one socket and takes acks, reads and syncs from it."""
 
@@ -408,6 +420,8 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         if self._token_expired():
             await self.close(code=CLOSE_UNAUTHORIZED)
             return
+        if "frame" not in event:
+            event = _with_frame(event)
         if event["id"] <= self.high_water and not event.get("resend"):
             return  # already sent by the catch-up
         await self.send_text(event["frame"])
@@ -417,7 +431,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         if self._token_expired():
             await self.close(code=CLOSE_UNAUTHORIZED)
             return
-        await self.send_text(event["frame"])
+        await self.send_text(event["frame"] if "frame" in event else _with_frame(event)["frame"])
 
     notification_deleted = notification_read
 

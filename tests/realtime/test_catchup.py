@@ -134,6 +134,25 @@ async def test_a_live_event_already_sent_by_the_catch_up_is_skipped(ws, send, al
     assert frame["notification"]["id"] == newer.id and "catchup" not in frame
 
 
+async def test_events_of_a_process_of_the_earlier_version_still_reach_the_socket_once(ws, send, alice):
+    """During a rolling restart an older process sends the frame's fields, not the frame."""
+    ids = await make(2, alice, send)
+    sock = await ws(alice, after=ids[0])
+    frames, _ = await sock.until_sync_done()
+    assert ids_of(frames) == ids[1:]
+    rows = await database_sync_to_async(list)(Notification.objects.select_related("sender").filter(pk__in=ids).order_by("pk"))
+    layer = get_channel_layer()
+    group = fanout.group_for_user(alice.pk)
+    covered = {"type": fanout.NOTIFICATION_CREATED, "notification": notification_payload(rows[1]), "unread": 2}
+    await layer.group_send(group, covered)
+    assert await sock.silent()  # the catch-up sent it
+    resent = {"type": fanout.NOTIFICATION_CREATED, "notification": notification_payload(rows[0]), "unread": 2, "resend": True}
+    await layer.group_send(group, resent)
+    assert await sock.frame() == {"type": "notification.created", "notification": notification_payload(rows[0]), "unread": 2}
+    await layer.group_send(group, {"type": fanout.NOTIFICATION_READ, "ids": [ids[0]], "read": True, "unread": 1})
+    assert await sock.frame() == {"type": "notification.read", "ids": [ids[0]], "read": True, "unread": 1}
+
+
 async def test_a_sync_frame_replays_from_any_id(connected, send, alice):
     sock = await connected(alice)
     ids = await make(3, alice, send)
