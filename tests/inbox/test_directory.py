@@ -34,6 +34,18 @@ def test_a_second_send_asks_the_database_about_users_only_in_the_write_itself(se
         assert "is_active" in about_users[0]
 
 
+def test_recipients_all_remembered_are_resolved_without_opening_a_cursor(alice, bob, monkeypatch):
+    selectors.user_resolve_recipients(refs=[alice.pk, "bob"])
+
+    def refuse():
+        raise AssertionError("opened a cursor")
+
+    with monkeypatch.context() as patched:  # undone before the test database is torn down
+        patched.setattr(connection, "cursor", refuse)
+        users, unknown = selectors.user_resolve_recipients(refs=["bob", alice.pk, "bob"])
+    assert [u.pk for u in users] == [bob.pk, alice.pk] and unknown == []
+
+
 def test_a_sender_deactivated_in_this_process_is_refused_at_once(sender_client, service_account, alice):
     assert _send(sender_client, "alice").status_code == 201
     service_account.is_active = False
