@@ -27,6 +27,16 @@ def test_notification_create_returns_one_row_per_recipient_in_order(alice, bob, 
     assert stored.created_at == created[1].created_at
 
 
+@pytest.mark.parametrize("has_sender", [True, False])
+def test_a_sends_template_is_the_notification_model_init_would_build(has_sender, service_account):
+    sender = service_account if has_sender else None
+    fields = dict(category="ops", title="T", message="M", data={"k": 1}, link="", created_at=timezone.now(), expires_at=None)
+    built, expected = services._unsaved(sender=sender, **fields), Notification(sender=sender, **fields)
+    assert {k: v for k, v in vars(built).items() if k != "_state"} == {k: v for k, v in vars(expected).items() if k != "_state"}
+    assert (built._state.adding, built._state.db, built._state.fields_cache) == (True, None, expected._state.fields_cache)
+    assert built.sender is sender and built.id is None and built.recipient_id is None
+
+
 def test_notification_create_refuses_a_recipient_who_is_no_longer_active_and_stores_nothing(alice, bob, pushed):
     bob.is_active = False
     bob.save()
