@@ -18,7 +18,7 @@ import collections
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -117,6 +117,7 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
         self._pumps: dict[str, asyncio.Task] = {}  # process channel -> its receive pump
         self._touched: dict[str, float] = {}  # socket channel -> last message (monotonic)
         self._attached: set[str] = set()  # channels whose consumer reads its queue directly (attach)
+        self._handlers_now: dict[str, Callable[[dict], bool]] = {}  # channel -> its consumer's handle_now
         self._swept = 0.0
         # The receive loop blocks in BZPOPMIN for brpop_timeout (5 s). With a socket_timeout below
         # that, redis-py gave up on every idle pop ("Timeout reading from ...") and a socket of the
@@ -186,7 +187,7 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
             raise item
         return item
 
-    def attach(self, channel: str) -> asyncio.Queue:
+    def attach(self, channel: str, handle_now: Callable[[dict], bool] | None = None) -> asyncio.Queue:
         """
         The queue the pump fills with ``channel``'s messages, for a consumer to read directly.
 
@@ -195,13 +196,20 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
         send). A consumer may put its own items in it (its client's frames) to handle everything
         in one order. When the pump fails, the exception itself is put in the queue. The queue is
         kept until ``detach()``.
+
+        ``handle_now(message)``, if given, is offered each message first, on the pump's turn of the
+        loop; it returns True if it handled the message there and then (the consumer was idle and
+        nothing was queued before it), False to have it queued. It must not raise.
         """
         queue = self._queue_for(channel)
         self._attached.add(channel)
+        if handle_now is not None:
+            self._handlers_now[channel] = handle_now
         return queue
 
     def detach(self, channel: str) -> None:
         self._attached.discard(channel)
+        self._handlers_now.pop(channel, None)
         self._local_queues.pop(channel, None)
         self._touched.pop(channel, None)
 
@@ -251,18 +259,23 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
                     queue.put_nowait(exc)
 
     def _deliver_locally(self, message: dict, now: float) -> None:
-        """Put one message in the queue of each socket channel of this process it is for."""
+        """Hand one message to each socket channel of this process it is for (see attach)."""
         queues = self._local_queues
+        handlers_now = self._handlers_now
         targets = message.pop("__asgi_channel__", None) or []
         targets = targets if isinstance(targets, list) else [targets]
         for target in targets:
+            self._touched[target] = now
+            item = message if len(targets) == 1 else dict(message)
+            handle_now = handlers_now.get(target)
+            if handle_now is not None and handle_now(item):
+                continue
             queue = queues.get(target)
             if queue is None:
                 # Not receiving right now (between two receives, or gone): keep it
                 # for up to `expiry` seconds, as RedisChannelLayer's buffer does.
                 queue = queues[target] = asyncio.Queue()
-            self._touched[target] = now
-            queue.put_nowait(message if len(targets) == 1 else dict(message))
+            queue.put_nowait(item)
 
     def _sweep(self, now: float) -> None:
         """Forget buffers nobody received from for `expiry` seconds (their sockets are gone)."""

@@ -190,3 +190,22 @@ async def test_group_send_many_refuses_an_invalid_group_name(make_layer):
     layer = make_layer()
     with pytest.raises((AssertionError, TypeError)):
         await layer.group_send_many([("not a valid group name!", {"type": "t"})])
+
+
+async def test_an_attached_consumer_is_offered_each_message_first_and_what_it_declines_is_queued(make_layer):
+    layer = make_layer()
+    channel = await layer.new_channel()
+    offered = []
+
+    def handle_now(message) -> bool:
+        offered.append(message["n"])
+        return message["n"] % 2 == 0  # handled the even ones there and then
+
+    queue = layer.attach(channel, handle_now)
+    await layer.group_add("inbox.user.3", channel)
+    await layer.group_send_many([("inbox.user.3", {"type": "notification.created", "n": n}) for n in range(6)])
+    queued = [await asyncio.wait_for(queue.get(), 2) for _ in range(3)]
+    assert offered == [0, 1, 2, 3, 4, 5]
+    assert [m["n"] for m in queued] == [1, 3, 5]
+    layer.detach(channel)
+    assert channel not in layer._handlers_now
