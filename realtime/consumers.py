@@ -192,7 +192,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
     def handle_now(self, event: dict) -> bool:
         """
         Handle a live event on the channel layer pump's turn of the loop instead of waking this
-        consumer's task for it (bench/README.md, finding 46: the task's wake-up, the queue and the
+        consumer's task for it (bench/README.md, finding 44: the task's wake-up, the queue and the
         dispatch were a fifth of the servers' samples in a bulk send). Only while the consumer
         waits for work with nothing queued, so events keep their order and none passes a catch-up
         in progress; only events whose handling is a check and their frame. Returns False to have
