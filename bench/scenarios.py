@@ -228,6 +228,7 @@ async def bulk(ctx: Context) -> dict:
         "delivered": delivered,
         "delivered_recipients_per_s": round(delivered / (max(last) - t_begin), 1) if delivered else None,
         "response_p50_ms": ms(percentile(responses, 50)), "response_max_ms": ms(max(responses)),
+        "responses_ms": [ms(r) for r in responses],  # in order: which request was the slow one
         "last_frame_p50_ms": ms(percentile(to_last, 50)), "last_frame_max_ms": ms(max(to_last) if to_last else None),
         "lost": ok * N - delivered, "duplicated": state["dup"], "unexpected_closes": pool.unexpected_closes,
         "server_cpu_us_per_recipient": round(1e6 * cpu["servers_cpu_s"] / (ok * N), 1) if ok else None, "cpu": cpu,
