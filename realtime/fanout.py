@@ -73,17 +73,18 @@ def created_event(payload: dict[str, Any], unread: int, *, resend: bool = False)
     return message
 
 
-def notifications_created(
-    notifications: Sequence, *, unread: dict[int, int], sender_username: str | None = None, resend: bool = False
-) -> int:
-    """Push stored notifications to their recipients, one event each. Expired ones are skipped."""
+def notifications_created(notifications: Sequence, *, unread: dict[int, int], resend: bool = False) -> int:
+    """
+    Push stored notifications (a row saved one by one, an admin resend) to their recipients, one
+    event each. Expired ones are skipped. A send uses ``notification_sent``.
+    """
     from inbox.payloads import notification_payload
 
     events: list[Event] = []
     for n in notifications:
         if n.is_expired():
             continue
-        payload = notification_payload(n, sender_username=sender_username) if sender_username else notification_payload(n)
+        payload = notification_payload(n)
         events.append((n.recipient_id, created_event(payload, unread.get(n.recipient_id, 0), resend=resend)))
     publish(events)
     return len(events)
