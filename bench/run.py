@@ -76,6 +76,9 @@ def parse_args(argv=None):
                    help=f"any of {', '.join(SCENARIOS)} (run in that order)")
     p.add_argument("--server", choices=["daphne", "uvicorn"], default="daphne")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="server processes, one port each (default: cores)")
+    p.add_argument("--http-workers", type=int, default=0,
+                   help="REST API processes of their own (0: the servers above serve it too); the servers above then serve WebSockets only")
+    p.add_argument("--http-server", choices=["daphne", "uvicorn"], default="", help="server of --http-workers (default: --server)")
     p.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", ""),
                    help="use this PostgreSQL database (created and migrated if missing) instead of a private cluster")
     p.add_argument("--pg-datadir", default=os.environ.get("BENCH_PG_DATADIR", "/tmp/inbox-bench-pg/data"),
@@ -294,6 +297,13 @@ def raise_nofile() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+def http_topology(args) -> str:
+    """How the REST API is served when not by the WebSocket servers, for the printed headline."""
+    if not args.http_workers:
+        return ""
+    return f" (WebSockets) + {args.http_workers} x {args.http_server or args.server} (REST API)"
+
+
 # --- Table ---------------------------------------------------------------------------------------
 
 
@@ -476,14 +486,14 @@ def run(args, sizes, scenarios, nofile, secret_key, pg, argv) -> int:
     for item in args.server_env:
         k, _, v = item.partition("=")
         env[k] = v
-    stack = Stack(args.server, args.workers, env, workdir)
-    print(f"starting {args.workers} {args.server} process(es), redis {redis_url} ...", flush=True)
+    stack = Stack(args.server, args.workers, env, workdir, http_kind=args.http_server, http_workers=args.http_workers)
+    print(f"starting {args.workers} {args.server} process(es){http_topology(args)}, redis {redis_url} ...", flush=True)
     started = dt.datetime.now(dt.timezone.utc)
     info = machine_info()
     commit = git_commit()  # the code the servers load now
     try:
         stack.start()
-        print(f"servers on ports {stack.ports} (pids {stack.pids}); logs in {workdir}", flush=True)
+        print(f"servers on ports {stack.ports} (HTTP {stack.http_ports}; pids {stack.pids}); logs in {workdir}", flush=True)
         import scenarios as sc
 
         ctx = sc.Context(
@@ -523,7 +533,8 @@ def run(args, sizes, scenarios, nofile, secret_key, pg, argv) -> int:
         "note": args.note,
         "label": args.label,
         "machine": info | {"loadavg_end": [round(x, 2) for x in os.getloadavg()]},
-        "stack": {"server": args.server, "workers": args.workers, "settings": args.settings, "redis": "private" if redis_srv else redis_url,
+        "stack": {"server": args.server, "workers": args.workers, "http_server": args.http_server or args.server if args.http_workers else "",
+                  "http_workers": args.http_workers, "settings": args.settings, "redis": "private" if redis_srv else redis_url,
                   "postgres": "private cluster (defaults, max_connections=1000, shared_buffers=256MB)" if pg else args.database_url.rsplit("@", 1)[-1], "server_env": args.server_env, "nofile": nofile},
         "mode": "quick" if args.quick else "full",
         "sizes": sizes,
@@ -533,7 +544,7 @@ def run(args, sizes, scenarios, nofile, secret_key, pg, argv) -> int:
         "table_markdown": table,
     }
     print()
-    print(f"Inbox bench {doc['started']} ({doc['mode']}), {args.workers} x {args.server}, git {doc['git']}, "
+    print(f"Inbox bench {doc['started']} ({doc['mode']}), {args.workers} x {args.server}{http_topology(args)}, git {doc['git']}, "
           f"{info['cores']} cores {info['cpu']}, load avg at start {info['loadavg_start']}")
     if args.note:
         print(f"note: {args.note}")

@@ -76,7 +76,7 @@ class Context:
         )
 
     async def http_conns(self, n: int) -> list[HttpConn]:
-        ports = self.stack.ports
+        ports = self.stack.http_ports
         conns = [HttpConn(ports[i % len(ports)]) for i in range(n)]
         await asyncio.gather(*(c.open() for c in conns))
         return conns

@@ -194,34 +194,46 @@ class ServerProcess:
 
 @dataclass
 class Stack:
-    """N server processes behind distinct ports; clients spread sockets and requests over them."""
+    """
+    N server processes behind distinct ports; clients spread sockets and requests over them.
+    With ``http_workers``, the REST API has processes of its own (``http_kind``), as behind a proxy
+    that routes /ws/ to the WebSocket servers and the rest to the HTTP servers: the N processes then
+    serve the WebSockets only.
+    """
 
     kind: str
     workers: int
     env: dict
     workdir: Path
+    http_kind: str = ""
+    http_workers: int = 0
     servers: list[ServerProcess] = field(default_factory=list)
+    http_servers: list[ServerProcess] = field(default_factory=list)
 
-    def command(self, port: int) -> list[str]:
+    def command(self, port: int, kind: str | None = None) -> list[str]:
         app = "notifications_site.asgi:application"
-        if self.kind == "daphne":
+        kind = kind or self.kind
+        if kind == "daphne":
             # -v 0: no access log (daphne logs every request to stdout at verbosity 1).
             return [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port), app]
-        if self.kind == "uvicorn":
+        if kind == "uvicorn":
             return [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
                     "--log-level", "warning", "--lifespan", "off", "--loop", "uvloop", "--http", "httptools",
                     "--ws", "websockets", "--ws-per-message-deflate", "false", app]
-        raise ValueError(f"unknown server {self.kind!r}")
+        raise ValueError(f"unknown server {kind!r}")
+
+    def _spawn(self, kind: str) -> ServerProcess:
+        port = free_port()
+        log_path = self.workdir / f"{kind}-{port}.log"
+        log = open(log_path, "ab")
+        proc = subprocess.Popen(self.command(port, kind), cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        return ServerProcess(kind, port, proc, log_path)
 
     def start(self, timeout: float = 60.0) -> "Stack":
-        for _ in range(self.workers):
-            port = free_port()
-            log_path = self.workdir / f"{self.kind}-{port}.log"
-            log = open(log_path, "ab")
-            proc = subprocess.Popen(self.command(port), cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-            self.servers.append(ServerProcess(self.kind, port, proc, log_path))
-        for s in self.servers:
+        self.servers = [self._spawn(self.kind) for _ in range(self.workers)]
+        self.http_servers = [self._spawn(self.http_kind or self.kind) for _ in range(self.http_workers)]
+        for s in self.servers + self.http_servers:
             wait_for_port(s.port, timeout, s.proc, s.log_path)
             deadline = time.monotonic() + timeout
             while True:
@@ -232,28 +244,37 @@ class Stack:
                 except OSError:
                     pass
                 if time.monotonic() > deadline or s.proc.poll() is not None:
-                    raise RuntimeError(f"{self.kind} on {s.port} is not healthy:\n{s.log_path.read_text(errors='replace')[-3000:]}")
+                    raise RuntimeError(f"{s.kind} on {s.port} is not healthy:\n{s.log_path.read_text(errors='replace')[-3000:]}")
                 time.sleep(0.1)
         return self
 
     def stop(self) -> None:
-        for s in self.servers:
+        for s in self.servers + self.http_servers:
             stop_process(s.proc)
         self.servers = []
+        self.http_servers = []
 
     @property
     def ports(self) -> list[int]:
+        """The WebSocket servers' ports."""
         return [s.port for s in self.servers]
 
     @property
+    def http_ports(self) -> list[int]:
+        """Where the REST API is: its own processes, or the same as the WebSockets."""
+        return [s.port for s in self.http_servers] or self.ports
+
+    @property
     def pids(self) -> list[int]:
-        return [s.pid for s in self.servers if s.proc.poll() is None]
+        return [s.pid for s in self.servers + self.http_servers if s.proc.poll() is None]
 
     def alive(self) -> bool:
-        return all(s.proc.poll() is None for s in self.servers)
+        return all(s.proc.poll() is None for s in self.servers + self.http_servers)
 
     def log_tail(self, n: int = 2000) -> str:
-        return "\n".join(f"--- {s.log_path.name}\n{s.log_path.read_text(errors='replace')[-n:]}" for s in self.servers)
+        return "\n".join(
+            f"--- {s.log_path.name}\n{s.log_path.read_text(errors='replace')[-n:]}" for s in self.servers + self.http_servers
+        )
 
 
 # --- Meters -------------------------------------------------------------------------------------
