@@ -13,6 +13,15 @@ async def _reply_after(seconds: float, value="reply"):
     return value
 
 
+async def _never_answers(cancelled: asyncio.Event):
+    """A call Redis never answers; ``cancelled`` is set when it is cancelled."""
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        cancelled.set()
+        raise
+
+
 def _block_the_loop_soon(seconds: float) -> None:
     """What thousands of queued socket sends do to a process' loop during a broadcast."""
     asyncio.get_running_loop().call_later(0.02, time.sleep, seconds)
@@ -62,13 +71,36 @@ async def test_a_loop_that_stays_busy_still_gives_up_after_ten_periods():
 async def test_the_call_is_cancelled_when_it_times_out():
     cancelled = asyncio.Event()
 
-    async def never():
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
     with pytest.raises(TimeoutError):
-        await wait_reply(never(), 0.1)
+        await wait_reply(_never_answers(cancelled), 0.1)
     await asyncio.wait_for(cancelled.wait(), 1.0)
+
+
+async def test_the_call_runs_in_the_callers_task_and_a_reply_already_there_costs_no_turn_of_the_loop():
+    # A task and an asyncio.wait per call cost two turns of a busy server loop each (finding 48).
+    async def answer_at_once():
+        return asyncio.current_task()
+
+    turned = []
+    asyncio.get_running_loop().call_soon(turned.append, "a turn of the loop")
+    assert await wait_reply(answer_at_once(), 1.0) is asyncio.current_task()
+    assert turned == []
+
+
+async def test_cancelling_the_caller_cancels_the_call_and_is_not_a_timeout():
+    cancelled = asyncio.Event()
+
+    caller = asyncio.ensure_future(wait_reply(_never_answers(cancelled), 0.2))
+    await asyncio.sleep(0.05)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert cancelled.is_set()
+
+
+async def test_a_timeout_error_of_the_call_itself_passes_through_unchanged():
+    async def connect_fails():
+        raise TimeoutError("Timeout connecting to server")
+
+    with pytest.raises(TimeoutError, match="Timeout connecting to server"):
+        await wait_reply(connect_fails(), 1.0)
