@@ -265,12 +265,17 @@ def summary_ms(values: Sequence[float]) -> dict:
 
 
 async def run_requests(
-    conns: Sequence[HttpConn], count: int, make: Callable[[int], tuple[str, str, str, bytes | None]]
+    conns: Sequence[HttpConn],
+    count: int,
+    make: Callable[[int], tuple[str, str, str, bytes | None]],
+    answered: Callable[[int, int, float], None] | None = None,
 ) -> tuple[list[float], dict[int, int], list[str], float]:
     """
     ``count`` requests, one in flight per connection (closed loop). ``make(i)`` returns
     (method, path, token, body) and is called right when request i starts, so a body can carry
-    its own start time. Returns the latencies, the status counts, some error texts and the wall time.
+    its own start time; ``answered(i, status, t)``, if given, is called with the wall-clock time
+    the answer to request i was read. Returns the latencies, the status counts, some error texts
+    and the wall time.
     """
     counter = itertools.count()
     latencies: list[float] = []
@@ -292,6 +297,8 @@ async def run_requests(
                     errors.append(f"{type(exc).__name__}: {exc}")
                 continue
             latencies.append(time.perf_counter() - t0)
+            if answered is not None:
+                answered(i, status, time.time())
             statuses[status] = statuses.get(status, 0) + 1
             if status >= 300 and len(errors) < 5:
                 errors.append(f"{status}: {data[:200]!r}")

@@ -331,7 +331,8 @@ ROWS = {
     "directed": [
         ("sends_per_s", "sends/s (201 answered)"), ("delivered_per_s", "delivered/s"),
         ("e2e_p50_ms", "end-to-end p50 ms"), ("e2e_p99_ms", "end-to-end p99 ms"), ("e2e_max_ms", "end-to-end max ms"),
-        ("http_p99_ms", "POST round trip p99 ms"), ("lost", "lost"), ("duplicated", "duplicated"),
+        ("http_p99_ms", "POST round trip p99 ms"), ("frame_after_201_p50_ms", "frame after its 201 p50 ms"),
+        ("frame_after_201_p99_ms", "frame after its 201 p99 ms"), ("lost", "lost"), ("duplicated", "duplicated"),
         ("misrouted", "frames to the wrong user"), ("http_errors", "HTTP errors"),
         ("unexpected_closes", "sockets closed by the server"), ("server_cpu_ms_per_send", "server CPU ms per send"),
     ],

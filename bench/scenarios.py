@@ -117,6 +117,8 @@ async def directed(ctx: Context) -> dict:
     start_id = ctx.max_id()
     user_ids = ctx.user_ids
     got: dict[int, float] = {}
+    frame_at: dict[int, float] = {}  # send -> when its frame was read
+    answer_at: dict[int, float] = {}  # send -> when its 201 was read
     state = {"dup": 0, "misrouted": 0, "last": 0.0}
 
     def on_frame(idx, raw, t):
@@ -129,6 +131,7 @@ async def directed(ctx: Context) -> dict:
             state["dup"] += 1
             return
         got[seq] = t - d["t"]
+        frame_at[seq] = t
         if n["recipient"] != user_ids[idx]:
             state["misrouted"] += 1
         state["last"] = t
@@ -147,7 +150,9 @@ async def directed(ctx: Context) -> dict:
     meter = ctx.meter()
     meter.start()
     t_start = time.time()
-    lat, statuses, errors, wall = await run_requests(conns, M, make)
+    lat, statuses, errors, wall = await run_requests(
+        conns, M, make, answered=lambda i, status, t: answer_at.__setitem__(i, t) if status == 201 else None
+    )
     ok = statuses.get(201, 0)
     await wait_for_count(lambda: len(got), ok, idle=5)
     cpu = meter.stop()
@@ -156,6 +161,9 @@ async def directed(ctx: Context) -> dict:
     stored = ctx.count_stored("bench-directed", start_id)
     e2e = summary_ms(list(got.values()))
     http = summary_ms(lat)
+    # The delivery's own share: from the 201 to the frame, on the load generator's clock (the frame
+    # may come first: the fan-out starts at the commit, before the response is written).
+    after = summary_ms([frame_at[i] - answer_at[i] for i in frame_at.keys() & answer_at.keys()])
     delivered_window = (state["last"] - t_start) if got else None
     return {
         "users_online": len(pool.socks), "sends": M, "concurrency": C, "connect_failed": cs.failed,
@@ -164,6 +172,7 @@ async def directed(ctx: Context) -> dict:
         "delivered_per_s": round(len(got) / delivered_window, 1) if delivered_window else None,
         "e2e_p50_ms": e2e["p50_ms"], "e2e_p99_ms": e2e["p99_ms"], "e2e_max_ms": e2e["max_ms"],
         "http_p50_ms": http["p50_ms"], "http_p99_ms": http["p99_ms"], "http_max_ms": http["max_ms"],
+        "frame_after_201_p50_ms": after["p50_ms"], "frame_after_201_p99_ms": after["p99_ms"],
         "statuses": statuses, "http_errors": sum(v for k, v in statuses.items() if k != 201), "error_samples": errors,
         "stored": stored, "lost": ok - len(got), "duplicated": state["dup"], "misrouted": state["misrouted"],
         "unexpected_closes": pool.unexpected_closes,
