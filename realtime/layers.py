@@ -5,7 +5,8 @@ A channels-redis layer that sends to many groups in one pipelined round trip.
 members, expire messages, run the push script). A bulk send to 10,000 users would be 40,000 round
 trips. ``group_send_many`` does the same work for all groups with one script call to read the
 members and one Lua call per Redis shard to push every message, keeping the layer's capacity checks
-and message expiry. Every socket of one server process shares one key; a batch's messages for that
+and message expiry; on a single Redis host a batch of up to ``ONE_SCRIPT_MAX`` fan-out events is one
+script call for both. Every socket of one server process shares one key; a batch's messages for that
 key travel in envelopes of up to ``ENVELOPE`` messages, which the process' receive pump unpacks. The
 capacity applies to a key's backlog (in entries) before the batch (a key that is not being read gets
 no more), never to the batch itself.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import secrets
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,6 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from channels_redis.core import RedisChannelLayer
+from channels_redis.serializers import MsgPackSerializer
 from channels_redis.utils import create_pool
 
 logger = logging.getLogger(__name__)
@@ -62,6 +65,88 @@ for i = 1, n do
 end
 return dropped
 """
+
+
+# One call for a whole batch on a single Redis host: the members of every group (KEYS), each
+# message once per process key its members live on (as group_send_many's steps 2-4 build them in
+# Python), and the push with _PUSH_LUA's capacity check and expiry. ARGV: [1] the members' expiry
+# cutoff, [2] the channel key prefix, [3] the message expiry, [4] the capacity, [5] the batch's first
+# score, [6] messages per envelope, [7] the envelope's key, [8] the entries' random prefix (the
+# serializer's length less 4 bytes: a counter makes each entry unique), then one msgpack body per
+# group. Scores are written with 17 digits: Lua's tostring keeps 14, which would merge a key's
+# entries a microsecond apart and let their random prefixes decide their order.
+_SEND_LUA = """
+local n = #KEYS
+local cutoff, prefix, expiry = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local capacity, first, envelope = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local envelope_key, entry_prefix = ARGV[7], ARGV[8]
+-- lists[key] gets value appended; order lists the keys in the order they first came
+local function append(lists, order, key, value)
+    local list = lists[key]
+    if list == nil then
+        list = {}
+        lists[key] = list
+        order[#order + 1] = key
+    end
+    list[#list + 1] = value
+end
+local order, bodies = {}, {}
+for i = 1, n do
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, cutoff)
+    local per_key, key_order = {}, {}
+    for _, channel in ipairs(redis.call('ZRANGE', KEYS[i], 0, -1)) do
+        local bang = string.find(channel, '!', 1, true)
+        append(per_key, key_order, bang and string.sub(channel, 1, bang) or channel, channel)
+    end
+    for _, key in ipairs(key_order) do
+        local body = cmsgpack.unpack(ARGV[8 + i])
+        body['__asgi_channel__'] = per_key[key]
+        append(bodies, order, key, body)
+    end
+end
+local dropped, count = 0, 0
+for _, key in ipairs(order) do
+    local list = bodies[key]
+    local entries, weights = {}, {}
+    if string.sub(key, -1) == '!' then
+        for start = 1, #list, envelope do
+            local chunk = {}
+            for j = start, math.min(start + envelope - 1, #list) do
+                chunk[#chunk + 1] = list[j]
+            end
+            entries[#entries + 1] = cmsgpack.pack({[envelope_key] = chunk})
+            weights[#weights + 1] = #chunk
+        end
+    else
+        for j = 1, #list do
+            entries[#entries + 1] = cmsgpack.pack(list[j])
+            weights[#weights + 1] = 1
+        end
+    end
+    local channel_key = prefix .. key
+    redis.call('ZREMRANGEBYSCORE', channel_key, 0, first - expiry)
+    if redis.call('ZCOUNT', channel_key, '-inf', '+inf') < capacity then
+        for seq, entry in ipairs(entries) do
+            count = count + 1
+            local score = string.format('%.17g', first + (seq - 1) * 1e-6)
+            redis.call('ZADD', channel_key, score, entry_prefix .. struct.pack('>I4', count) .. entry)
+        end
+        redis.call('EXPIRE', channel_key, expiry)
+    else
+        for _, weight in ipairs(weights) do
+            dropped = dropped + weight
+        end
+    end
+end
+return dropped
+"""
+
+#: Largest batch sent by _SEND_LUA. The script unpacks and packs every message in Redis, which serves
+#: every process' pump and can do nothing else meanwhile: for a bulk send or a broadcast (batches of
+#: 1,000-2,000) that moved the publisher's work into Redis (its CPU doubled) with no gain, and a
+#: broadcast's median frame came later in both pairs measured. Those keep the two calls; the few
+#: events a batch holds under directed sends save a round trip (bench/README.md, finding 52).
+ONE_SCRIPT_MAX = 100
 
 
 async def wait_reply(awaitable: Awaitable, timeout: float | None):
@@ -305,6 +390,50 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
                 queues.pop(target, None)
                 self._touched.pop(target, None)
 
+    def _in_one_script(self, messages: Sequence[tuple[str, dict]]) -> bool:
+        """
+        Whether _SEND_LUA can send this batch: one Redis host, one capacity for every channel, the
+        stock msgpack serializer without encryption, and messages whose values survive Redis' Lua
+        msgpack unchanged (text, booleans, integers a double holds exactly; fan-out's events).
+        """
+        serializer = self._serializer
+        if (
+            self.ring_size != 1
+            or self.channel_capacity
+            or len(messages) > ONE_SCRIPT_MAX
+            or type(serializer) is not MsgPackSerializer
+            or serializer.crypter is not None
+            or serializer.random_prefix_length < 8
+        ):
+            return False
+        for _, message in messages:
+            for name, value in message.items():
+                kind = type(value)
+                if kind is int:
+                    if not -(2**53) < value < 2**53:
+                        return False
+                elif (kind is not str and kind is not bool) or type(name) is not str:
+                    return False
+        return True
+
+    async def _group_send_one_script(self, messages: Sequence[tuple[str, dict]], now: float) -> int:
+        """group_send_many in one round trip (_SEND_LUA): the same entries, scores and capacity checks."""
+        keys, bodies = [], []
+        for group, message in messages:
+            assert self.require_valid_group_name(group), "Group name not valid"
+            keys.append(self._group_key(group))
+            bodies.append(self._serializer.as_bytes(message))
+        entry_prefix = secrets.token_bytes(self._serializer.random_prefix_length - 4)
+        args = [
+            int(now) - self.group_expiry, self.prefix, int(self.expiry), self.capacity,
+            self._score_base(now, len(messages)), self.ENVELOPE, ENVELOPE_KEY, entry_prefix,
+        ]
+        conn = self.patient_connection(0)
+        dropped = int(await wait_reply(conn.eval(_SEND_LUA, len(keys), *keys, *args, *bodies), self.reply_timeout))
+        if dropped:
+            logger.warning("channel layer: %d message(s) dropped, channels over capacity", dropped)
+        return dropped
+
     def _score_base(self, now: float, count: int) -> float:
         """
         The first score of a batch, above every score of the previous batch: a big batch spreads
@@ -319,6 +448,8 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
         if not messages:
             return 0
         now = time.time()
+        if self._in_one_script(messages):
+            return await self._group_send_one_script(messages, now)
         # 1. Members of every group: one script call per Redis shard (and per 2,000 groups). A
         # pipeline of two commands per group spent most of its time packing commands in Python.
         by_conn: dict[int, list[int]] = collections.defaultdict(list)

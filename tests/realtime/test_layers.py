@@ -8,15 +8,18 @@ import uuid
 
 import pytest
 
-from realtime.layers import BatchingRedisChannelLayer
+from realtime.layers import ONE_SCRIPT_MAX, BatchingRedisChannelLayer
 
 
-@pytest.fixture
-async def make_layer(redis_url):
+@pytest.fixture(params=["one script", "two calls"])
+async def make_layer(redis_url, request):
+    """Layers that send a batch in one script call where they can (the default), or always in two."""
     layers: list[BatchingRedisChannelLayer] = []
 
     def make(**config) -> BatchingRedisChannelLayer:
         layer = BatchingRedisChannelLayer(hosts=[redis_url], prefix=f"test-{uuid.uuid4().hex[:8]}", **config)
+        if request.param == "two calls":
+            layer._in_one_script = lambda messages: False
         layers.append(layer)
         return layer
 
@@ -209,3 +212,88 @@ async def test_an_attached_consumer_is_offered_each_message_first_and_what_it_de
     assert [m["n"] for m in queued] == [1, 3, 5]
     layer.detach(channel)
     assert channel not in layer._handlers_now
+
+
+async def test_a_batch_to_one_process_travels_in_envelopes_of_the_configured_size_in_order(make_layer):
+    layer = make_layer()
+    layer.ENVELOPE = 3
+    channels = [await layer.new_channel() for _ in range(8)]
+    for u, channel in enumerate(channels):
+        await layer.group_add(f"inbox.user.{u}", channel)
+    assert await layer.group_send_many([(f"inbox.user.{u}", {"type": "t", "u": u}) for u in range(8)]) == 0
+    process_key = layer.prefix + layer.non_local_name(channels[0])
+    assert await layer.connection(0).zcard(process_key) == 3  # 3 + 3 + 2
+    for u, channel in enumerate(channels):
+        assert await asyncio.wait_for(layer.receive(channel), 2) == {"type": "t", "u": u}
+
+
+async def _entries(layer, key: str) -> list:
+    """The messages a channel key holds, in score order, decoded as a reader would."""
+    raw = await layer.connection(0).zrange(key, 0, -1, withscores=True)
+    return [layer.deserialize(member) for member, _ in raw]
+
+
+async def test_one_script_writes_the_entries_the_two_calls_write(redis_url):
+    """
+    Two processes' sockets, a plain channel, an expired member, envelopes of two, a resend flag:
+    the same batch through each way leaves the same messages on each key, in the same order.
+    """
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    one, two = (BatchingRedisChannelLayer(hosts=[redis_url], prefix=f"{prefix}-{way}", group_expiry=60) for way in ("one", "two"))
+    two._in_one_script = lambda messages: False
+    try:
+        process_a, process_b = f"specific.{uuid.uuid4().hex}!", f"specific.{uuid.uuid4().hex}!"
+        for layer in (one, two):
+            layer.ENVELOPE = 2
+            conn = layer.connection(0)
+            now = time.time()
+            for u in range(5):
+                await conn.zadd(layer._group_key(f"inbox.user.{u}"), {f"{process_a}s{u}": now, f"{process_b}t{u}": now})
+            await conn.zadd(layer._group_key("inbox.user.1"), {f"{process_a}second": now, "worker.plain": now})
+            await conn.zadd(layer._group_key("inbox.user.2"), {f"{process_b}gone": now - 120})  # past the group expiry
+            batch = [(f"inbox.user.{u % 5}", {"type": "notification.created", "id": 100 + u, "frame": f"frame {u} \u00e9"})
+                     for u in range(7)]
+            batch.append(("inbox.user.1", {"type": "notification.created", "id": 7, "frame": "again", "resend": True}))
+            assert await layer.group_send_many(batch) == 0
+        for key in (process_a, process_b, "worker.plain"):
+            assert await _entries(one, one.prefix + key) == await _entries(two, two.prefix + key)
+        first = (await _entries(one, one.prefix + process_a))[0]["__inbox_envelope__"][0]
+        assert first == {"type": "notification.created", "id": 100, "frame": "frame 0 \u00e9", "__asgi_channel__": [f"{process_a}s0"]}
+        assert len(await _entries(one, one.prefix + process_b)) == 4  # 7 messages reach process b: 2 + 2 + 2 + 1
+        assert len(await _entries(one, one.prefix + "worker.plain")) == 3  # one entry per message for a plain channel
+    finally:
+        await one.flush()
+        await two.flush()
+
+
+async def test_a_batch_of_fan_out_events_is_one_round_trip_and_anything_else_takes_two(redis_url):
+    layer = BatchingRedisChannelLayer(hosts=[redis_url], prefix=f"test-{uuid.uuid4().hex[:8]}")
+    try:
+        channel = await layer.new_channel()
+        await layer.group_add("inbox.user.1", channel)
+        calls = []
+        client = layer.patient_connection(0)
+        real_eval = client.eval
+
+        async def counting_eval(*args):
+            calls.append(args[0])
+            return await real_eval(*args)
+
+        client.eval = counting_eval
+        event = {"type": "notification.created", "id": 1, "frame": "{}"}
+        await layer.group_send_many([("inbox.user.1", event), ("inbox.user.1", {**event, "resend": True})])
+        assert len(calls) == 1
+        calls.clear()
+        await layer.group_send_many([("inbox.user.1", {"type": "t", "payload": {"nested": 1}})])
+        assert len(calls) == 2
+        assert [m.get("resend") for m in await receive_all(layer, channel)] == [None, True, None]
+    finally:
+        await layer.flush()
+    for message in ({"type": "t", "x": 1.5}, {"type": "t", "x": None}, {"type": "t", "x": b"raw"}, {"type": "t", "x": 2**60}):
+        assert not layer._in_one_script([("inbox.user.1", message)])
+    assert layer._in_one_script([("inbox.user.1", {"type": "t", "x": 2**52, "ok": False})] * ONE_SCRIPT_MAX)
+    assert not layer._in_one_script([("inbox.user.1", {"type": "t"})] * (ONE_SCRIPT_MAX + 1))
+    for config in ({"channel_capacity": {"worker.*": 5}}, {"symmetric_encryption_keys": ["a secret of the test"]}):
+        other = BatchingRedisChannelLayer(hosts=[redis_url], **config)
+        assert not other._in_one_script([("inbox.user.1", {"type": "t"})])
+
