@@ -219,6 +219,15 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
         self._touched: dict[str, float] = {}  # socket channel -> last message (monotonic)
         self._attached: set[str] = set()  # channels whose consumer reads its queue directly (attach)
         self._handlers_now: dict[str, Callable[[dict], bool]] = {}  # channel -> its consumer's handle_now
+        serializer = self._serializer
+        # Whether _SEND_LUA can write this layer's entries at all (see _in_one_script).
+        self._one_script_layer = (
+            self.ring_size == 1
+            and not self.channel_capacity
+            and type(serializer) is MsgPackSerializer
+            and serializer.crypter is None
+            and serializer.random_prefix_length >= 8
+        )
         self._swept = 0.0
         # The receive loop blocks in BZPOPMIN for brpop_timeout (5 s). With a socket_timeout below
         # that, redis-py gave up on every idle pop ("Timeout reading from ...") and a socket of the
@@ -396,15 +405,7 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
         stock msgpack serializer without encryption, and messages whose values survive Redis' Lua
         msgpack unchanged (text, booleans, integers a double holds exactly; fan-out's events).
         """
-        serializer = self._serializer
-        if (
-            self.ring_size != 1
-            or self.channel_capacity
-            or len(messages) > ONE_SCRIPT_MAX
-            or type(serializer) is not MsgPackSerializer
-            or serializer.crypter is not None
-            or serializer.random_prefix_length < 8
-        ):
+        if not self._one_script_layer or len(messages) > ONE_SCRIPT_MAX:
             return False
         for _, message in messages:
             for name, value in message.items():
@@ -420,7 +421,6 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
         """group_send_many in one round trip (_SEND_LUA): the same entries, scores and capacity checks."""
         keys, bodies = [], []
         for group, message in messages:
-            assert self.require_valid_group_name(group), "Group name not valid"
             keys.append(self._group_key(group))
             bodies.append(self._serializer.as_bytes(message))
         entry_prefix = secrets.token_bytes(self._serializer.random_prefix_length - 4)
@@ -429,10 +429,7 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
             self._score_base(now, len(messages)), self.ENVELOPE, ENVELOPE_KEY, entry_prefix,
         ]
         conn = self.patient_connection(0)
-        dropped = int(await wait_reply(conn.eval(_SEND_LUA, len(keys), *keys, *args, *bodies), self.reply_timeout))
-        if dropped:
-            logger.warning("channel layer: %d message(s) dropped, channels over capacity", dropped)
-        return dropped
+        return int(await wait_reply(conn.eval(_SEND_LUA, len(keys), *keys, *args, *bodies), self.reply_timeout))
 
     def _score_base(self, now: float, count: int) -> float:
         """
@@ -447,14 +444,23 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
         """Send each (group, message) pair; returns how many channel deliveries were dropped as over capacity."""
         if not messages:
             return 0
+        for group, _ in messages:
+            assert self.require_valid_group_name(group), "Group name not valid"
         now = time.time()
         if self._in_one_script(messages):
-            return await self._group_send_one_script(messages, now)
+            dropped = await self._group_send_one_script(messages, now)
+        else:
+            dropped = await self._group_send_two_calls(messages, now)
+        if dropped:
+            logger.warning("channel layer: %d message(s) dropped, channels over capacity", dropped)
+        return dropped
+
+    async def _group_send_two_calls(self, messages: Sequence[tuple[str, dict]], now: float) -> int:
+        """group_send_many for any batch: the members in one call, the push in another (per shard)."""
         # 1. Members of every group: one script call per Redis shard (and per 2,000 groups). A
         # pipeline of two commands per group spent most of its time packing commands in Python.
         by_conn: dict[int, list[int]] = collections.defaultdict(list)
         for i, (group, _) in enumerate(messages):
-            assert self.require_valid_group_name(group), "Group name not valid"
             by_conn[self.consistent_hash(group)].append(i)
         members: list[list[str]] = [[] for _ in messages]
         cutoff = int(now) - self.group_expiry
@@ -523,6 +529,4 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
                 args += [item[4] for item in chunk]
                 args.append(int(self.expiry))
                 dropped += int(await wait_reply(conn.eval(_PUSH_LUA, len(keys), *keys, *args), self.reply_timeout))
-        if dropped:
-            logger.warning("channel layer: %d message(s) dropped, channels over capacity", dropped)
         return dropped
