@@ -9,12 +9,12 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import DatabaseError, DataError, IntegrityError, connection, transaction
 from django.db.models import Value
 from django.db.models.base import ModelState
 from django.db.models.functions import Coalesce
@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from realtime import fanout
 
+from .group_commit import RETRY_ALONE, GroupCommit
 from .models import IdempotencyKey, Notification
 from .selectors import bigint_array, notification_unread_count, notification_unread_counts
 
@@ -71,33 +72,46 @@ def notification_create(
         data=data, link=link, created_at=now, expires_at=expires_at,
     )
     if connection.vendor == "postgresql":
-        # One statement, its own transaction unless the caller has one (see the function).
-        ids, unread = _insert_and_count_postgresql(
-            recipients, recipient_ids, sender, category, title, message, data, link, now, expires_at
-        )
-        created = [_copy_saved(template, id=nid, recipient_id=rid) for nid, rid in zip(ids, recipient_ids)]
-    else:
-        with transaction.atomic():
-            active = set(get_user_model().objects.filter(pk__in=recipient_ids, is_active=True).values_list("pk", flat=True))
-            if not active.issuperset(recipient_ids):
-                raise UnknownRecipients([u for u in recipients if u.pk not in active])
-            rows = [
-                Notification(
-                    recipient_id=rid, sender=sender, category=category, title=title, message=message,
-                    data=data, link=link, created_at=now, expires_at=expires_at,
-                )
-                for rid in recipient_ids
-            ]
-            created = Notification.objects.bulk_create(rows, batch_size=2000)
-            unread = notification_unread_counts(user_ids=[n.recipient_id for n in created])
-    # The rows are committed by now unless the caller holds a transaction: then this waits for its commit.
+        send = _Send(template, recipients, recipient_ids, sender, category, title, message, data, link, now, expires_at)
+        # Small sends outside a transaction are written together with those that arrive meanwhile,
+        # and pushed by the thread that wrote them, in id order (inbox/group_commit.py).
+        written = RETRY_ALONE
+        if not connection.in_atomic_block and len(recipient_ids) <= GROUP_COMMIT_MAX_RECIPIENTS and _group_commit:
+            written = _group_commit.submit(send)
+        if written is RETRY_ALONE:
+            # One statement, its own transaction unless the caller has one (see the function).
+            written = _insert_and_count_postgresql(*send[1:])
+            _push_after_commit(template, recipient_ids, *written)
+        ids, unread = written
+        return [_copy_saved(template, id=nid, recipient_id=rid) for nid, rid in zip(ids, recipient_ids)]
+    with transaction.atomic():
+        active = set(get_user_model().objects.filter(pk__in=recipient_ids, is_active=True).values_list("pk", flat=True))
+        if not active.issuperset(recipient_ids):
+            raise UnknownRecipients([u for u in recipients if u.pk not in active])
+        rows = [
+            Notification(
+                recipient_id=rid, sender=sender, category=category, title=title, message=message,
+                data=data, link=link, created_at=now, expires_at=expires_at,
+            )
+            for rid in recipient_ids
+        ]
+        created = Notification.objects.bulk_create(rows, batch_size=2000)
+        unread = notification_unread_counts(user_ids=[n.recipient_id for n in created])
+    _push_after_commit(template, recipient_ids, [n.id for n in created], unread)
+    return created
+
+
+def _push_after_commit(template: Notification, recipient_ids: list[int], ids: list[int], unread: dict[int, int]) -> None:
+    """
+    Push a send's notifications to their recipients' open clients once its rows are committed: at
+    once outside a transaction, at the caller's commit inside one (never for a rollback).
+    """
+    sender = template._state.fields_cache["sender"]
     push = partial(
-        fanout.notification_sent, template,
-        ids=[n.id for n in created], recipient_ids=recipient_ids, unread=unread,
+        fanout.notification_sent, template, ids=ids, recipient_ids=recipient_ids, unread=unread,
         sender_username=sender.username if sender is not None else None,
     )
     transaction.on_commit(push, robust=True)
-    return created
 
 
 def _copy(source: Notification, *, fields_cache: dict, saved: bool, **fields) -> Notification:
@@ -174,6 +188,122 @@ def _insert_and_count_postgresql(
         for _, rid in inserted:
             unread[rid] += 1
     return [nid for nid, _ in inserted], unread
+
+
+class _Send(NamedTuple):
+    """A send's write, as group commit queues it: its template, then the arguments of _insert_and_count_postgresql."""
+
+    template: Notification
+    recipients: Sequence
+    recipient_ids: list[int]
+    sender: Any
+    category: str
+    title: str
+    message: str
+    data: dict
+    link: str
+    now: datetime
+    expires_at: datetime | None
+
+
+def _insert_rows_postgresql(sends: Sequence[_Send]) -> list[tuple[list[int], dict[int, int]]]:
+    """
+    Several sends in one call of ``inbox_notification_insert_rows`` (migration 0005): one statement
+    and one transaction for all of them, the same locks, check and counts as
+    ``_insert_and_count_postgresql`` gives each (a batch of one is that). Returns each send's new ids
+    and its recipients' unread counts, as that does: a later send of the batch counts the earlier
+    ones' rows to the same recipient. Raises as that does, for the whole batch.
+    """
+    if len(sends) == 1:
+        return [_insert_and_count_postgresql(*sends[0][1:])]
+    rows = [(rid, s) for s in sends for rid in s.recipient_ids]
+    recipient_ids = [rid for rid, _ in rows]
+    try:
+        params = [
+            bigint_array(recipient_ids), _LOCK_NAMESPACE, bigint_array(_lock_buckets(recipient_ids)),
+            [s.sender.pk if s.sender is not None else None for _, s in rows],
+            [s.category for _, s in rows], [s.title for _, s in rows], [s.message for _, s in rows],
+            [orjson.dumps(s.data).decode() for _, s in rows], [s.link for _, s in rows],
+            [s.now for _, s in rows], [s.expires_at for _, s in rows], max(s.now for s in sends),
+            f"{max(1, round(settings.INBOX_GROUP_COMMIT_STALL_SECONDS * 1000))}ms",
+        ]
+    except Exception as exc:
+        raise _BatchNotSent(exc) from exc
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT is_new, recipient, value FROM inbox_notification_insert_rows("
+            "%s::bigint[], %s, %s::integer[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::jsonb[], "
+            "%s::text[], %s::timestamptz[], %s::timestamptz[], %s, %s)",
+            params,
+        )
+        result = cursor.fetchall()
+    new_ids = iter(sorted(value for new, _, value in result if new))
+    unread = {rid: value for new, rid, value in result if not new}
+    written = []
+    for s in sends:
+        ids = [next(new_ids) for _ in s.recipient_ids]
+        if s.expires_at is None or s.expires_at > s.now:
+            for rid in s.recipient_ids:
+                unread[rid] = unread.get(rid, 0) + 1
+        written.append((ids, {rid: unread.get(rid, 0) for rid in s.recipient_ids}))
+    return written
+
+
+def _write_and_push(sends: Sequence[_Send]) -> list[tuple[list[int], dict[int, int]]]:
+    """
+    Group commit's write: the batch, then each send's push, in the batch's order, which is its
+    ids' order (the waiters, woken together, would push in any order, and a client resuming
+    "after" the highest id it saw could miss a lower one still on its way).
+    """
+    written = _insert_rows_postgresql(sends)
+    for send, (ids, unread) in zip(sends, written):
+        _push_after_commit(send.template, send.recipient_ids, ids, unread)
+    return written
+
+
+class _BatchNotSent(Exception):
+    """A batch's parameters could not be built (a send's ``data`` orjson refuses): nothing was sent."""
+
+
+# SQLSTATEs of a lost or terminated connection: whether the statement committed is unknown.
+_CONNECTION_LOST_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+
+
+def _group_commit_error(exc: BaseException):
+    """
+    What each send of a batch that failed gets (inbox/group_commit.py). The batch was one statement
+    and its own transaction: when PostgreSQL refused it (an error with a SQLSTATE: a recipient
+    deactivated meanwhile, a value it does not take, a lock it waited for too long) or it was never
+    sent, nothing is stored and each send is written alone, to meet its own refusal or none. When
+    the connection was lost, the commit may have happened with its answer lost: nobody writes
+    again, and each send fails as the batch did (a 503), as a send written alone would.
+    """
+    if isinstance(exc, UnknownRecipients):  # a batch of one: the send's own answer
+        return UnknownRecipients(exc.recipients)
+    if isinstance(exc, _BatchNotSent):
+        return RETRY_ALONE
+    sqlstate = getattr(exc.__cause__, "sqlstate", None) or ""
+    if isinstance(exc, DatabaseError) and sqlstate and not sqlstate.startswith(_CONNECTION_LOST_SQLSTATES):
+        return RETRY_ALONE
+    if isinstance(exc, DataError):  # psycopg would not send a value: nothing was sent
+        return RETRY_ALONE
+    if isinstance(exc, DatabaseError):
+        error = type(exc)(*exc.args)
+        error.__cause__ = exc.__cause__
+        return error
+    return RuntimeError(f"the batch this send was written in failed: {exc!r}")
+
+
+#: Sends with at most this many recipients, outside a transaction, go through group commit.
+GROUP_COMMIT_MAX_RECIPIENTS = 16
+_group_commit = (
+    GroupCommit(
+        _write_and_push, _group_commit_error,
+        max_batch=settings.INBOX_GROUP_COMMIT_MAX, stall_seconds=settings.INBOX_GROUP_COMMIT_STALL_SECONDS,
+    )
+    if settings.INBOX_GROUP_COMMIT_MAX > 1
+    else None
+)
 
 
 def notification_push_saved(*, notification: Notification) -> None:

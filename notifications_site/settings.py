@@ -183,6 +183,11 @@ WHITENOISE_USE_FINDERS = True
 # --- Request limits -------------------------------------------------------------------------
 # Bodies over this size are answered 413 before they are read (inbox.middleware).
 INBOX_MAX_BODY_BYTES = env_int("INBOX_MAX_BODY_BYTES", 1024 * 1024)
+# PostgreSQL: up to this many small sends that arrive while another is being written are written
+# together, in one statement and transaction (inbox/group_commit.py); 1 writes each alone.
+INBOX_GROUP_COMMIT_MAX = env_int("INBOX_GROUP_COMMIT_MAX", 32)
+# A send waiting longer than this for a write in flight to return is written alone beside it.
+INBOX_GROUP_COMMIT_STALL_SECONDS = env_float("INBOX_GROUP_COMMIT_STALL_SECONDS", 0.1)
 # HTTP requests run in a fixed pool of this many threads (notifications_site/http.py). Below
 # DATABASE_POOL_MAX, so a request never waits for a connection and the WebSocket consumers' queries
 # keep a few. 0: Django's stock ASGIHandler (a new thread per request).
