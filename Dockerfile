@@ -1,5 +1,5 @@
 # Multi-stage build: wheels are built in the first stage; the runtime image has no compiler,
-# runs as a non-root user, and starts daphne.
+# runs as a non-root user, and starts daphne (or the command given to docker run).
 FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
@@ -25,5 +25,9 @@ RUN DJANGO_SECRET_KEY=collectstatic-only python manage.py collectstatic --noinpu
 USER inbox
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"
-# Migrations run as a separate step in deployment: docker run ... python manage.py migrate
-ENTRYPOINT ["daphne", "--bind", "0.0.0.0", "--port", "8000", "--proxy-headers", "notifications_site.asgi:application"]
+# daphne serves everything. Other commands replace it: migrations as a separate step
+# (docker run ... python manage.py migrate), or the REST API's own processes behind a proxy that
+# routes /ws/ to daphne (README, Deployment):
+# docker run ... uvicorn --host 0.0.0.0 --port 8000 --proxy-headers --no-access-log --lifespan off \
+#     --loop uvloop --http httptools notifications_site.asgi:application
+CMD ["daphne", "--bind", "0.0.0.0", "--port", "8000", "--proxy-headers", "notifications_site.asgi:application"]

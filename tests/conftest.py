@@ -117,8 +117,8 @@ def daphne_factory(transactional_db, tmp_path):
     """Start real daphne processes on free ports; all are stopped after the test."""
     servers: list[ext.DaphneServer] = []
 
-    def start(*, redis_url: str | None = None, env: dict | None = None, port: int | None = None) -> ext.DaphneServer:
-        server = ext.DaphneServer(redis_url=redis_url, env=env, port=port, log_dir=tmp_path).start()
+    def start(*, redis_url: str | None = None, env: dict | None = None, port: int | None = None, server: str = "daphne") -> ext.DaphneServer:
+        server = ext.DaphneServer(redis_url=redis_url, env=env, port=port, log_dir=tmp_path, server=server).start()
         servers.append(server)
         return server
 

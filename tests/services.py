@@ -67,15 +67,26 @@ def database_url_for_subprocess() -> str:
     return f"postgres://{user}{password}@{host}:{port}/{db['NAME']}"
 
 
-class DaphneServer:
-    """A real daphne process serving notifications_site.asgi on 127.0.0.1."""
+SERVER_COMMANDS = {
+    "daphne": ["-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", "--access-log", "-"],
+    # The REST API's own processes in the documented deployment (README, Deployment).
+    "uvicorn": ["-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}", "--lifespan", "off", "--loop", "uvloop", "--http", "httptools"],
+}
 
-    def __init__(self, *, redis_url: str | None, env: dict | None = None, port: int | None = None, log_dir: Path | None = None):
+
+class DaphneServer:
+    """A real daphne process (or, with ``server="uvicorn"``, uvicorn) serving notifications_site.asgi on 127.0.0.1."""
+
+    def __init__(
+        self, *, redis_url: str | None, env: dict | None = None, port: int | None = None, log_dir: Path | None = None,
+        server: str = "daphne",
+    ):
         self.port = port or free_port()
         self.redis_url = redis_url
         self.extra_env = env or {}
+        self.server = server
         self.proc: subprocess.Popen | None = None
-        self.log_path = (log_dir or Path("/tmp")) / f"daphne-{self.port}.log"
+        self.log_path = (log_dir or Path("/tmp")) / f"{server}-{self.port}.log"
 
     @property
     def url(self) -> str:
@@ -107,7 +118,7 @@ class DaphneServer:
     def start(self, timeout: float = 20.0) -> "DaphneServer":
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "--access-log", "-", "notifications_site.asgi:application"],
+            [sys.executable, *(a.format(port=self.port) for a in SERVER_COMMANDS[self.server]), "notifications_site.asgi:application"],
             cwd=ROOT,
             env=self.env(),
             stdout=self.log,
@@ -117,14 +128,14 @@ class DaphneServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"daphne exited with {self.proc.returncode}: {self.read_log()[-2000:]}")
+                raise RuntimeError(f"{self.server} exited with {self.proc.returncode}: {self.read_log()[-2000:]}")
             try:
                 with urlopen(f"{self.url}/healthz", timeout=1) as r:
                     if r.status == 200:
                         return self
             except OSError:
                 time.sleep(0.1)
-        raise RuntimeError(f"daphne did not start in {timeout}s: {self.read_log()[-2000:]}")
+        raise RuntimeError(f"{self.server} did not start in {timeout}s: {self.read_log()[-2000:]}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
         if self.proc and self.proc.poll() is None:

@@ -57,3 +57,26 @@ async def test_two_daphne_processes_share_the_channel_layer(daphne_factory, redi
     via_b.close()
     for ws in (alice_on_a, alice_on_b, bob_on_b):
         await ws.close()
+
+
+async def test_the_rest_api_on_uvicorn_reaches_the_sockets_held_by_daphne(daphne_factory, redis_url, alice_and_bob, service_account):
+    # The deployment a proxy makes by routing /ws/ to daphne and the rest to uvicorn (README, Deployment).
+    alice, bob = alice_and_bob
+    sockets, api = await asyncio.gather(
+        asyncio.to_thread(daphne_factory, redis_url=redis_url),
+        asyncio.to_thread(daphne_factory, redis_url=redis_url, server="uvicorn"),
+    )
+    alice_ws, _ = await open_client(sockets, access_token_for(alice))
+    client = RestClient(api.port, access_token_for(service_account))
+    try:
+        status, first = await asyncio.to_thread(client.post, "/api/notifications/", {"recipient": "alice", "title": "Via uvicorn"})
+        assert status == 201
+        assert await recv_json(alice_ws) == {"type": "notification.created", "notification": first, "unread": 1}
+        status, bulk = await asyncio.to_thread(client.post, "/api/notifications/", {"recipients": ["bob", "alice"], "title": "Both"})
+        assert status == 201
+        assert (await recv_json(alice_ws))["notification"]["id"] == bulk["ids"][1]
+        status, refused = await asyncio.to_thread(client.post, "/api/notifications/", {"recipient": "nobody", "title": "x"})
+        assert status == 400 and "recipient" in refused
+    finally:
+        client.close()
+        await alice_ws.close()
