@@ -76,9 +76,10 @@ def parse_args(argv=None):
                    help=f"any of {', '.join(SCENARIOS)} (run in that order)")
     p.add_argument("--server", choices=["daphne", "uvicorn"], default="daphne")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="server processes, one port each (default: cores)")
-    p.add_argument("--http-workers", type=int, default=0,
-                   help="REST API processes of their own (0: the servers above serve it too); the servers above then serve WebSockets only")
-    p.add_argument("--http-server", choices=["daphne", "uvicorn"], default="", help="server of --http-workers (default: --server)")
+    p.add_argument("--http-workers", type=int, default=os.cpu_count() or 1,
+                   help="REST API processes of their own, the servers above then serving WebSockets only, as behind a proxy "
+                        "that routes /ws/ to them (default: cores; 0: the servers above serve the REST API too)")
+    p.add_argument("--http-server", choices=["daphne", "uvicorn"], default="uvicorn", help="server of --http-workers (default: uvicorn)")
     p.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", ""),
                    help="use this PostgreSQL database (created and migrated if missing) instead of a private cluster")
     p.add_argument("--pg-datadir", default=os.environ.get("BENCH_PG_DATADIR", "/tmp/inbox-bench-pg/data"),
