@@ -227,6 +227,9 @@ def _insert_rows_postgresql(sends: Sequence[_Send]) -> list[tuple[list[int], dic
             [s.now for _, s in rows], [s.expires_at for _, s in rows], max(s.now for s in sends),
             f"{max(1, round(settings.INBOX_GROUP_COMMIT_STALL_SECONDS * 1000))}ms",
         ]
+        # A connection the pool cannot give (a timeout, PostgreSQL down) fails here, before anything
+        # is sent: each send then tries alone, as it would have without the batch.
+        connection.ensure_connection()
     except Exception as exc:
         raise _BatchNotSent(exc) from exc
     with connection.cursor() as cursor:
@@ -262,7 +265,7 @@ def _write_and_push(sends: Sequence[_Send]) -> list[tuple[list[int], dict[int, i
 
 
 class _BatchNotSent(Exception):
-    """A batch's parameters could not be built (a send's ``data`` orjson refuses): nothing was sent."""
+    """A batch was not sent: its parameters could not be built (a ``data`` orjson refuses) or no connection was had."""
 
 
 # SQLSTATEs of a lost or terminated connection: whether the statement committed is unknown.

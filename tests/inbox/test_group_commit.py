@@ -261,6 +261,20 @@ def test_on_postgresql_a_batch_whose_parameters_cannot_be_built_sends_nothing(al
 
 @postgresql_only
 @pytest.mark.django_db(transaction=True)
+def test_on_postgresql_a_batch_that_gets_no_connection_sends_nothing_so_each_send_tries_alone(alice, monkeypatch):
+    def no_connection():
+        raise OperationalError("couldn't get a connection after 3.00 sec")
+
+    monkeypatch.setattr(connection, "ensure_connection", no_connection)
+    with pytest.raises(services._BatchNotSent) as not_sent:
+        services._insert_rows_postgresql([_send(alice, "a"), _send(alice, "b")])
+    monkeypatch.undo()
+    assert services._group_commit_error(not_sent.value) is RETRY_ALONE
+    assert Notification.objects.count() == 0
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
 def test_on_postgresql_a_recipient_locked_elsewhere_holds_only_its_own_send_not_the_rest_of_its_batch(
     alice, bob, pushed, held_first_batch, settings
 ):
