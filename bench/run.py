@@ -3,7 +3,7 @@
 Inbox benchmark suite (issue 5): one command starts its own server stack, runs the scenarios,
 prints a table and writes bench/results/latest.json (plus a dated copy).
 
-    python bench/run.py                      # the full suite (about 10 minutes on 2 cores)
+    python bench/run.py                      # the full suite (about 2 minutes on 2 cores once the large inboxes are seeded)
     python bench/run.py --quick              # smaller numbers, for development
     python bench/run.py --scenarios directed bulk --workers 2 --server daphne
 

@@ -1,9 +1,9 @@
 """
-The server stack of the benchmark: a private redis-server, N ASGI server processes (daphne by
-default, uvicorn as an option) on distinct ports, and meters for the CPU and memory of every part.
+The server stack of the benchmark: a private PostgreSQL cluster and redis-server, N ASGI server
+processes for the sockets (daphne; uvicorn as an option) and M for the REST API (uvicorn; daphne as
+an option) on distinct ports, and meters for the CPU and memory of every part.
 
-The PostgreSQL server is the machine's (a database of our own on it); everything else is started
-here and stopped at the end.
+Everything is started here and stopped at the end (an existing PostgreSQL or Redis can be given instead).
 """
 
 from __future__ import annotations
