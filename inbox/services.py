@@ -80,7 +80,7 @@ def notification_create(
             written = _group_commit.submit(send)
         if written is RETRY_ALONE:
             # One statement, its own transaction unless the caller has one (see the function).
-            written = _insert_and_count_postgresql(*send[1:])
+            written = _insert_and_count_postgresql(send)
             _push_after_commit(template, recipient_ids, *written)
         ids, unread = written
         return [_copy_saved(template, id=nid, recipient_id=rid) for nid, rid in zip(ids, recipient_ids)]
@@ -147,51 +147,8 @@ def _copy_saved(template: Notification, **fields) -> Notification:
     return _copy(template, fields_cache=dict(template._state.fields_cache), saved=True, **fields)
 
 
-def _insert_and_count_postgresql(
-    recipients, recipient_ids, sender, category, title, message, data, link, now, expires_at
-) -> tuple[list[int], dict[int, int]]:
-    """
-    The same notification for every recipient, and the recipients' unread counts, in one call of
-    ``inbox_notification_insert`` (migrations 0002 and 0003): the recipients' locks, a check that each is
-    still an active user (the caller's answer may come from a cache), one INSERT ... SELECT FROM
-    unnest() and the counts. One round trip; outside a transaction also the commit. bulk_create
-    of 10,000 rows spent ~1 s adapting 110,000 parameters; this passes eleven.
-
-    Returns the new ids in recipients order (the sequence is drawn in that order) and the unread
-    counts of the recipients, including the new rows: the count's snapshot is taken after the
-    locks, so it sees every committed row but not the rows the same statement inserts.
-    Raises UnknownRecipients, with nothing stored, when a recipient is not an active user.
-    """
-    try:
-        # In a caller's transaction, a savepoint: a refused send must leave that transaction usable.
-        with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT is_new, recipient, value FROM inbox_notification_insert("
-                "%s::bigint[], %s, %s::integer[], %s, %s, %s, %s, %s::jsonb, %s, %s, %s)",
-                [
-                    bigint_array(recipient_ids), _LOCK_NAMESPACE, bigint_array(_lock_buckets(recipient_ids)),
-                    sender.pk if sender is not None else None, category, title, message,
-                    orjson.dumps(data).decode(), link, now, expires_at,
-                ],
-            )
-            rows = cursor.fetchall()
-    except DatabaseError as exc:
-        cause = exc.__cause__
-        if getattr(cause, "sqlstate", None) != INACTIVE_RECIPIENTS_SQLSTATE:
-            raise
-        gone = {int(i) for i in (cause.diag.message_detail or "").split(",") if i}
-        raise UnknownRecipients([u for u in recipients if u.pk in gone]) from None
-    inserted = sorted((value, rid) for new, rid, value in rows if new)
-    unread = dict.fromkeys((rid for _, rid in inserted), 0)
-    unread.update((rid, value) for new, rid, value in rows if not new and rid in unread)
-    if expires_at is None or expires_at > now:
-        for _, rid in inserted:
-            unread[rid] += 1
-    return [nid for nid, _ in inserted], unread
-
-
 class _Send(NamedTuple):
-    """A send's write, as group commit queues it: its template, then the arguments of _insert_and_count_postgresql."""
+    """A send's write on PostgreSQL: its template (for the push) and what its rows are made of."""
 
     template: Notification
     recipients: Sequence
@@ -206,6 +163,60 @@ class _Send(NamedTuple):
     expires_at: datetime | None
 
 
+def _insert_and_count_postgresql(send: _Send) -> tuple[list[int], dict[int, int]]:
+    """
+    The same notification for every recipient, and the recipients' unread counts, in one call of
+    ``inbox_notification_insert`` (migrations 0002 and 0003): the recipients' locks, a check that each is
+    still an active user (the caller's answer may come from a cache), one INSERT ... SELECT FROM
+    unnest() and the counts. One round trip; outside a transaction also the commit. bulk_create
+    of 10,000 rows spent ~1 s adapting 110,000 parameters; this passes eleven.
+
+    Returns the new ids in recipients order (the sequence is drawn in that order) and the unread
+    counts of the recipients, including the new rows: the count's snapshot is taken after the
+    locks, so it sees every committed row but not the rows the same statement inserts.
+    Raises UnknownRecipients, with nothing stored, when a recipient is not an active user.
+    """
+    recipients, recipient_ids, sender = send.recipients, send.recipient_ids, send.sender
+    try:
+        # In a caller's transaction, a savepoint: a refused send must leave that transaction usable.
+        with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT is_new, recipient, value FROM inbox_notification_insert("
+                "%s::bigint[], %s, %s::integer[], %s, %s, %s, %s, %s::jsonb, %s, %s, %s)",
+                [
+                    bigint_array(recipient_ids), _LOCK_NAMESPACE, bigint_array(_lock_buckets(recipient_ids)),
+                    sender.pk if sender is not None else None, send.category, send.title, send.message,
+                    orjson.dumps(send.data).decode(), send.link, send.now, send.expires_at,
+                ],
+            )
+            rows = cursor.fetchall()
+    except DatabaseError as exc:
+        cause = exc.__cause__
+        if getattr(cause, "sqlstate", None) != INACTIVE_RECIPIENTS_SQLSTATE:
+            raise
+        gone = {int(i) for i in (cause.diag.message_detail or "").split(",") if i}
+        raise UnknownRecipients([u for u in recipients if u.pk in gone]) from None
+    return _ids_and_counts([send], rows)[0]
+
+
+def _ids_and_counts(sends: Sequence[_Send], rows) -> list[tuple[list[int], dict[int, int]]]:
+    """
+    Each send's new ids and its recipients' unread counts, from the rows of either insert function:
+    the new ids, drawn in row order, and each recipient's unread count before the statement. A send
+    counts its own rows, and those of the sends before it in the same statement, unless expired.
+    """
+    new_ids = iter(sorted(value for new, _, value in rows if new))
+    unread = {rid: value for new, rid, value in rows if not new}
+    written = []
+    for s in sends:
+        ids = [next(new_ids) for _ in s.recipient_ids]
+        if s.expires_at is None or s.expires_at > s.now:
+            for rid in s.recipient_ids:
+                unread[rid] = unread.get(rid, 0) + 1
+        written.append((ids, {rid: unread.get(rid, 0) for rid in s.recipient_ids}))
+    return written
+
+
 def _insert_rows_postgresql(sends: Sequence[_Send]) -> list[tuple[list[int], dict[int, int]]]:
     """
     Several sends in one call of ``inbox_notification_insert_rows`` (migration 0005): one statement
@@ -215,7 +226,7 @@ def _insert_rows_postgresql(sends: Sequence[_Send]) -> list[tuple[list[int], dic
     ones' rows to the same recipient. Raises as that does, for the whole batch.
     """
     if len(sends) == 1:
-        return [_insert_and_count_postgresql(*sends[0][1:])]
+        return [_insert_and_count_postgresql(sends[0])]
     rows = [(rid, s) for s in sends for rid in s.recipient_ids]
     recipient_ids = [rid for rid, _ in rows]
     try:
@@ -239,17 +250,7 @@ def _insert_rows_postgresql(sends: Sequence[_Send]) -> list[tuple[list[int], dic
             "%s::text[], %s::timestamptz[], %s::timestamptz[], %s, %s)",
             params,
         )
-        result = cursor.fetchall()
-    new_ids = iter(sorted(value for new, _, value in result if new))
-    unread = {rid: value for new, rid, value in result if not new}
-    written = []
-    for s in sends:
-        ids = [next(new_ids) for _ in s.recipient_ids]
-        if s.expires_at is None or s.expires_at > s.now:
-            for rid in s.recipient_ids:
-                unread[rid] = unread.get(rid, 0) + 1
-        written.append((ids, {rid: unread.get(rid, 0) for rid in s.recipient_ids}))
-    return written
+        return _ids_and_counts(sends, cursor.fetchall())
 
 
 def _write_and_push(sends: Sequence[_Send]) -> list[tuple[list[int], dict[int, int]]]:

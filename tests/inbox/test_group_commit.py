@@ -26,23 +26,27 @@ def wait_until(condition, timeout=10):
 
 
 class Gate:
-    """A write that records its batches and holds the first one until ``waiting`` others have queued."""
+    """
+    A write that records its batches (``label`` of each item) and holds the first one until
+    ``waiting`` others have queued; then ``write`` (by default: "stored <item>" each), except the
+    second batch when ``fail`` is given.
+    """
 
-    def __init__(self, committer_ref, waiting, fail=None):
+    def __init__(self, committer_ref, waiting, fail=None, write=None, label=lambda item: item):
         self.committer_ref = committer_ref
         self.waiting = waiting
         self.fail = fail
+        self.write = write or (lambda items: [f"stored {item}" for item in items])
+        self.label = label
         self.batches = []
 
     def __call__(self, items):
-        self.batches.append(list(items))
+        self.batches.append([self.label(item) for item in items])
         if len(self.batches) == 1:
-            deadline = time.monotonic() + 10
-            while len(self.committer_ref()._queue) < self.waiting and time.monotonic() < deadline:
-                time.sleep(0.001)
+            wait_until(lambda: len(self.committer_ref()._queue) >= self.waiting)
         if self.fail is not None and len(self.batches) == 2:
             raise self.fail
-        return [f"stored {item}" for item in items]
+        return self.write(items)
 
 
 def run_in_threads(committer, items):
@@ -308,22 +312,7 @@ def held_first_batch(monkeypatch):
     committer = services._group_commit
     if committer is None:
         pytest.skip("INBOX_GROUP_COMMIT_MAX is 1: sends are written alone")
-    real_write = committer._write
-
-    class Held:
-        waiting = 0
-        batches: list = []
-
-        def __call__(self, sends):
-            self.batches.append([s.title for s in sends])
-            if len(self.batches) == 1:
-                deadline = time.monotonic() + 10
-                while len(committer._queue) < self.waiting and time.monotonic() < deadline:
-                    time.sleep(0.001)
-            return real_write(sends)
-
-    held = Held()
-    held.batches = []
+    held = Gate(lambda: committer, waiting=0, write=committer._write, label=lambda send: send.title)
     monkeypatch.setattr(committer, "_write", held)
     monkeypatch.setattr(committer, "stall_seconds", 30)
     return held
