@@ -302,7 +302,7 @@ def http_topology(args) -> str:
     """How the REST API is served when not by the WebSocket servers, for the printed headline."""
     if not args.http_workers:
         return ""
-    return f" (WebSockets) + {args.http_workers} x {args.http_server or args.server} (REST API)"
+    return f" (WebSockets) + {args.http_workers} x {args.http_server} (REST API)"
 
 
 # --- Table ---------------------------------------------------------------------------------------
@@ -535,7 +535,7 @@ def run(args, sizes, scenarios, nofile, secret_key, pg, argv) -> int:
         "note": args.note,
         "label": args.label,
         "machine": info | {"loadavg_end": [round(x, 2) for x in os.getloadavg()]},
-        "stack": {"server": args.server, "workers": args.workers, "http_server": args.http_server or args.server if args.http_workers else "",
+        "stack": {"server": args.server, "workers": args.workers, "http_server": args.http_server if args.http_workers else "",
                   "http_workers": args.http_workers, "settings": args.settings, "redis": "private" if redis_srv else redis_url,
                   "postgres": "private cluster (defaults, max_connections=1000, shared_buffers=256MB)" if pg else args.database_url.rsplit("@", 1)[-1], "server_env": args.server_env, "nofile": nofile},
         "mode": "quick" if args.quick else "full",
