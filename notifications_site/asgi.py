@@ -19,6 +19,7 @@ from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 
 from notifications_site import gc_policy  # noqa: E402
 from notifications_site.http import PooledASGIHandler  # noqa: E402
+from notifications_site.uvicorn_compat import coalesce_response_head  # noqa: E402
 
 # Each request in one pooled thread (notifications_site/http.py); 0: Django's thread per request.
 django_asgi_app = PooledASGIHandler(settings.HTTP_THREADS) if settings.HTTP_THREADS else ASGIHandler()
@@ -53,6 +54,8 @@ lazy_autobahn_log_labels()
 skip_discarded_access_log()
 # ... and builds every text frame through autobahn's general send path without this.
 direct_text_frames()
+# uvicorn writes a response's head and body in two calls without this (notifications_site/uvicorn_compat.py).
+coalesce_response_head()
 
 # Optional (INBOX_GC_THRESHOLDS, settings.py): fewer garbage collections in the server process.
 # What is loaded by now lives as long as the process, so it leaves the collector's generations
