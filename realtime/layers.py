@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from channels_redis.core import RedisChannelLayer
 from channels_redis.serializers import MsgPackSerializer
 from channels_redis.utils import create_pool
@@ -342,17 +343,9 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
         timeout = self.reply_timeout
         try:
             while queues:
-                popped = await wait_reply(conn.zpopmin(key, self.RECEIVE_BATCH), timeout)
-                if popped:
-                    members = [member for member, _ in popped]
-                else:
-                    result = await wait_reply(
-                        conn.bzpopmin(key, timeout=self.brpop_timeout),
-                        None if timeout is None else timeout + self.brpop_timeout,
-                    )
-                    if result is None:
-                        continue
-                    members = [result[1]]
+                members = await self._pop(conn, key, timeout)
+                if not members:
+                    continue
                 now = time.monotonic()
                 for member in members:
                     entry = self.deserialize(member)
@@ -367,6 +360,39 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
             for target, queue in list(queues.items()):
                 if target.startswith(real_channel):
                     queue.put_nowait(exc)
+
+    #: Whether Redis has BZMPOP (7.0+); None until the first pop asked.
+    _has_bzmpop: bool | None = None
+
+    async def _pop(self, conn: aioredis.Redis, key: str, timeout: float | None) -> list[bytes]:
+        """
+        Up to RECEIVE_BATCH entries of ``key``, waiting for the first up to ``brpop_timeout``
+        seconds; [] if none came.
+
+        On Redis 7.0+ one BZMPOP per wake-up. Before it, a ZPOPMIN of whatever is waiting, and a
+        BZPOPMIN (one entry) when nothing was: two round trips per wake-up, the first of them
+        mostly empty, where a server process delivering a few live events at a time wakes often
+        and each round trip wakes Redis and the process once more.
+        """
+        blocking_timeout = None if timeout is None else timeout + self.brpop_timeout
+        if self._has_bzmpop is not False:
+            try:
+                result = await wait_reply(
+                    conn.bzmpop(self.brpop_timeout, 1, [key], min=True, count=self.RECEIVE_BATCH), blocking_timeout
+                )
+            except ResponseError as exc:
+                if "unknown command" not in str(exc).lower():
+                    raise
+                self._has_bzmpop = False
+                logger.info("channel layer: Redis has no BZMPOP (before 7.0); receiving with ZPOPMIN and BZPOPMIN")
+            else:
+                self._has_bzmpop = True
+                return [] if result is None else [member for member, _ in result[1]]
+        popped = await wait_reply(conn.zpopmin(key, self.RECEIVE_BATCH), timeout)
+        if popped:
+            return [member for member, _ in popped]
+        result = await wait_reply(conn.bzpopmin(key, timeout=self.brpop_timeout), blocking_timeout)
+        return [] if result is None else [result[1]]
 
     def _deliver_locally(self, message: dict, now: float) -> None:
         """Hand one message to each socket channel of this process it is for (see attach)."""

@@ -7,6 +7,7 @@ import time
 import uuid
 
 import pytest
+from redis.exceptions import ResponseError
 
 from realtime.layers import ONE_SCRIPT_MAX, BatchingRedisChannelLayer
 
@@ -297,3 +298,88 @@ async def test_a_batch_of_fan_out_events_is_one_round_trip_and_anything_else_tak
         other = BatchingRedisChannelLayer(hosts=[redis_url], **config)
         assert not other._in_one_script([("inbox.user.1", {"type": "t"})])
 
+
+
+def _record_commands(client) -> list[str]:
+    """The names of the commands ``client`` sends from now on."""
+    commands: list[str] = []
+    real = client.execute_command
+
+    async def recording(*args, **kwargs):
+        commands.append(args[0])
+        return await real(*args, **kwargs)
+
+    client.execute_command = recording
+    return commands
+
+
+async def _redis_major(client) -> int:
+    return int((await client.info("server"))["redis_version"].split(".")[0])
+
+
+async def _three_sockets_of_one_process(layer) -> list[str]:
+    channels = [await layer.new_channel() for _ in range(3)]
+    for i, channel in enumerate(channels):
+        await layer.group_add(f"inbox.user.{i}", channel)
+    return channels
+
+
+async def test_a_pump_takes_everything_waiting_for_its_process_in_one_round_trip_per_wake_up(redis_url):
+    layer = BatchingRedisChannelLayer(hosts=[redis_url], prefix=f"test-{uuid.uuid4().hex[:8]}")
+    try:
+        client = layer.patient_connection(0)
+        if await _redis_major(client) < 7:
+            pytest.skip("BZMPOP needs Redis 7.0 or later; this server falls back (the next test)")
+        channels = await _three_sockets_of_one_process(layer)
+        commands = _record_commands(client)
+        receiving = asyncio.gather(*(receive_all(layer, channel) for channel in channels))
+        for batch in range(2):
+            await layer.group_send_many([(f"inbox.user.{i}", {"type": "t", "batch": batch}) for i in range(3)])
+        got = await receiving
+        assert got == [[{"type": "t", "batch": 0}, {"type": "t", "batch": 1}]] * 3
+        pops = [c for c in commands if "POP" in c]
+        # Each wake-up is one BZMPOP that takes every entry waiting (two batches: one or two
+        # wake-ups), and one more is waiting now; never a ZPOPMIN that finds nothing.
+        assert set(pops) == {"BZMPOP"} and 2 <= len(pops) <= 3
+        assert layer._has_bzmpop is True
+    finally:
+        await layer.flush()
+
+
+async def test_on_a_redis_without_bzmpop_the_pump_asks_once_and_receives_with_zpopmin_and_bzpopmin(redis_url):
+    layer = BatchingRedisChannelLayer(hosts=[redis_url], prefix=f"test-{uuid.uuid4().hex[:8]}")
+    try:
+        client = layer.patient_connection(0)
+        channels = await _three_sockets_of_one_process(layer)
+        asked = []
+
+        async def as_redis_6_answers(*args, **kwargs):  # what a Redis before 7.0 says to BZMPOP
+            asked.append(args)
+            raise ResponseError("unknown command 'BZMPOP', with args beginning with: '5' '1'")
+
+        client.bzmpop = as_redis_6_answers
+        commands = _record_commands(client)
+        receiving = asyncio.gather(*(receive_all(layer, channel) for channel in channels))
+        await layer.group_send_many([(f"inbox.user.{i}", {"type": "t", "batch": 0}) for i in range(3)])
+        await asyncio.sleep(0.05)
+        await layer.group_send_many([(f"inbox.user.{i}", {"type": "t", "batch": 1}) for i in range(3)])
+        assert await receiving == [[{"type": "t", "batch": 0}, {"type": "t", "batch": 1}]] * 3
+        assert len(asked) == 1 and layer._has_bzmpop is False
+        assert {"ZPOPMIN", "BZPOPMIN"} <= set(commands)
+    finally:
+        await layer.flush()
+
+
+async def test_another_refusal_of_bzmpop_fails_the_pump_instead_of_switching_commands(redis_url):
+    layer = BatchingRedisChannelLayer(hosts=[redis_url], prefix=f"test-{uuid.uuid4().hex[:8]}")
+    try:
+        client = layer.patient_connection(0)
+        if await _redis_major(client) < 7:
+            pytest.skip("BZMPOP needs Redis 7.0 or later")
+        channel = await layer.new_channel()
+        await client.set(layer.prefix + layer.non_local_name(channel), "not a sorted set")
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            await asyncio.wait_for(layer.receive(channel), 2)
+        assert layer._has_bzmpop is None
+    finally:
+        await layer.flush()
