@@ -7,9 +7,11 @@ and for the client two segments to wake up for, where one would do. Django sends
 back to back for every response it has rendered (``ASGIHandler.send_response``).
 
 ``coalesce_response_head()`` holds the head until the first body message and writes both in one
-call. Nothing else changes: the head is built and checked by uvicorn as before, a response that
-never sends a body closes the connection as before (uvicorn closes the transport; the held head
-is dropped with it), and later body messages of a streamed response are written as they come.
+call. The bytes are uvicorn's, built and checked by it as before. A HEAD response, whose body
+messages write nothing, is not held. If the connection is closed before a body message came (the
+application failed after the head, or the client left), the held head is written first and then
+the connection closed, as uvicorn would have done it. Later body messages of a streamed response
+are written as they come.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import functools
 
 
 class _HeldHead:
-    """Stands in for a cycle's transport from its response start to its first body write."""
+    """Stands in for a cycle's transport from its response start to its first write after that."""
 
     __slots__ = ("cycle", "transport", "head")
 
@@ -34,7 +36,17 @@ class _HeldHead:
         self.cycle.transport = self.transport
         self.transport.write(self.head + data)
 
-    def __getattr__(self, name):  # is_closing(), close(), get_extra_info() ...: the real transport's
+    def release(self) -> None:
+        """Write the head if it is still held, and give the cycle its transport back."""
+        self.cycle.transport = self.transport
+        if self.head is not None and not self.transport.is_closing():
+            self.transport.write(self.head)
+
+    def close(self) -> None:
+        self.release()
+        self.transport.close()
+
+    def __getattr__(self, name):  # is_closing(), get_extra_info() ...: the real transport's
         return getattr(self.transport, name)
 
 
@@ -50,7 +62,12 @@ def coalesce_response_head() -> bool:
 
     @functools.wraps(send)
     async def coalescing_send(self, message):
-        if message["type"] == "http.response.start" and not self.response_started and not self.disconnected:
+        if (
+            message["type"] == "http.response.start"
+            and not self.response_started
+            and not self.disconnected
+            and self.scope["method"] != "HEAD"  # its body messages write nothing: nothing to join it to
+        ):
             held = _HeldHead(self, self.transport)
             self.transport = held
             try:
@@ -60,6 +77,9 @@ def coalesce_response_head() -> bool:
                     self.transport = held.transport
             return
         await send(self, message)
+        held = self.transport
+        if type(held) is _HeldHead:  # a body message that wrote nothing: the head must not wait for more
+            held.release()
 
     coalescing_send._inbox_coalesced = True
     RequestResponseCycle.send = coalescing_send

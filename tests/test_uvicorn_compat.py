@@ -43,7 +43,7 @@ class RecordingTransport(asyncio.Transport):
         pass
 
 
-async def serve_one(app, *, stock: bool = False) -> tuple[RecordingTransport, object]:
+async def serve_one(app, *, stock: bool = False, request: bytes = REQUEST) -> tuple[RecordingTransport, object]:
     """
     Run ``app`` for one request through uvicorn's httptools protocol, with the patch or (``stock``)
     without it; the transport it wrote to and the protocol.
@@ -58,7 +58,7 @@ async def serve_one(app, *, stock: bool = False) -> tuple[RecordingTransport, ob
         transport = RecordingTransport()
         protocol = httptools_impl.HttpToolsProtocol(config=config, server_state=ServerState(), app_state={})
         protocol.connection_made(transport)
-        protocol.data_received(REQUEST)
+        protocol.data_received(request)
         await asyncio.wait_for(asyncio.gather(*protocol.tasks), 5)
     finally:
         httptools_impl.RequestResponseCycle.send = patched
@@ -103,14 +103,28 @@ async def test_a_streamed_response_writes_its_head_with_the_first_block_and_the_
     assert transport.writes[1:] == [b"3\r\ntwo\r\n", b"0\r\n\r\n"]
 
 
-async def test_an_application_that_fails_after_the_head_closes_the_connection_without_a_partial_response():
+async def test_an_application_that_fails_after_the_head_gets_the_head_written_and_the_connection_closed_as_without_the_patch():
     async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]})
         raise RuntimeError("the view broke after the head")
 
     transport, protocol = await serve_one(app)
-    assert transport.writes == []
-    assert transport.closed
+    stock, _ = await serve_one(app, stock=True)
+    assert transport.writes == stock.writes and len(stock.writes) == 1
+    assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert transport.closed and stock.closed
+    assert protocol.cycle.transport is transport
+
+
+async def test_a_head_request_gets_its_head_at_once_as_without_the_patch():
+    # uvicorn writes no body for HEAD: a held head would wait for a write that never comes.
+    head_request = REQUEST.replace(b"GET ", b"HEAD ")
+    transport, protocol = await serve_one(django_like(b"hello"), request=head_request)
+    stock, _ = await serve_one(django_like(b"hello"), stock=True, request=head_request)
+    assert transport.writes == stock.writes and len(stock.writes) == 1
+    assert transport.writes[0].startswith(b"HTTP/1.1 201 Created\r\n") and b"content-length: 5" in transport.writes[0]
+    assert transport.writes[0].endswith(b"\r\n\r\n")
+    assert not transport.closed and protocol.cycle.transport is transport
 
 
 async def test_a_head_uvicorn_refuses_is_not_held_and_the_connection_is_closed_as_without_the_patch():
