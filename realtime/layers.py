@@ -369,10 +369,10 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
         Up to RECEIVE_BATCH entries of ``key``, waiting for the first up to ``brpop_timeout``
         seconds; [] if none came.
 
-        On Redis 7.0+ one BZMPOP per wake-up. Before it, a ZPOPMIN of whatever is waiting, and a
-        BZPOPMIN (one entry) when nothing was: two round trips per wake-up, the first of them
-        mostly empty, where a server process delivering a few live events at a time wakes often
-        and each round trip wakes Redis and the process once more.
+        On Redis 7.0+ one BZMPOP per wake-up. Otherwise (an older Redis, or BZMPOP refused) a
+        ZPOPMIN of whatever is waiting, and a BZPOPMIN (one entry) when nothing was: two round trips
+        per wake-up, the first of them mostly empty, where a server process delivering a few live
+        events at a time wakes often and each round trip wakes Redis and the process once more.
         """
         blocking_timeout = None if timeout is None else timeout + self.brpop_timeout
         if self._has_bzmpop is not False:
@@ -381,10 +381,12 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
                     conn.bzmpop(self.brpop_timeout, 1, [key], min=True, count=self.RECEIVE_BATCH), blocking_timeout
                 )
             except ResponseError as exc:
-                if "unknown command" not in str(exc).lower():
+                # A Redis before 7.0 does not know it; an ACL or a proxy may refuse it. A key of the
+                # wrong type fails the other commands as well: that one is the pump's error.
+                if str(exc).startswith("WRONGTYPE"):
                     raise
                 self._has_bzmpop = False
-                logger.info("channel layer: Redis has no BZMPOP (before 7.0); receiving with ZPOPMIN and BZPOPMIN")
+                logger.info("channel layer: BZMPOP refused (%s); receiving with ZPOPMIN and BZPOPMIN", exc)
             else:
                 self._has_bzmpop = True
                 return [] if result is None else [member for member, _ in result[1]]

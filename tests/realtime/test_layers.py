@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.parse
 import uuid
 
 import pytest
@@ -368,6 +369,31 @@ async def test_on_a_redis_without_bzmpop_the_pump_asks_once_and_receives_with_zp
         assert {"ZPOPMIN", "BZPOPMIN"} <= set(commands)
     finally:
         await layer.flush()
+
+
+async def test_where_an_acl_refuses_bzmpop_the_pump_receives_with_the_commands_it_may_use(redis_url):
+    admin = BatchingRedisChannelLayer(hosts=[redis_url]).patient_connection(0)
+    if await _redis_major(admin) < 7:
+        pytest.skip("BZMPOP needs Redis 7.0 or later")
+    user = f"inbox-test-{uuid.uuid4().hex[:8]}"
+    await admin.execute_command("ACL", "SETUSER", user, "on", "nopass", "~*", "&*", "+@all", "-bzmpop")
+    parts = urllib.parse.urlsplit(redis_url)
+    as_user = parts._replace(netloc=f"{user}:unused@{parts.hostname}:{parts.port or 6379}").geturl()
+    layer = BatchingRedisChannelLayer(hosts=[as_user], prefix=f"test-{uuid.uuid4().hex[:8]}")
+    try:
+        channels = await _three_sockets_of_one_process(layer)
+        commands = _record_commands(layer.patient_connection(0))
+        receiving = asyncio.gather(*(receive_all(layer, channel) for channel in channels))
+        await layer.group_send_many([(f"inbox.user.{i}", {"type": "t", "batch": 0}) for i in range(3)])
+        assert await receiving == [[{"type": "t", "batch": 0}]] * 3
+        assert layer._has_bzmpop is False
+        pops = [c for c in commands if "POP" in c]
+        assert pops[0] == "BZMPOP" and "BZMPOP" not in pops[1:] and {"ZPOPMIN", "BZPOPMIN"} <= set(pops[1:])
+    finally:
+        for pump in layer._pumps.values():
+            pump.cancel()
+        await layer.flush()
+        await admin.execute_command("ACL", "DELUSER", user)
 
 
 async def test_another_refusal_of_bzmpop_fails_the_pump_instead_of_switching_commands(redis_url):
