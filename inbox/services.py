@@ -225,7 +225,9 @@ def _insert_rows_postgresql(sends: Sequence[_Send]) -> list[tuple[list[int], dic
     0006) the call costs PostgreSQL about a third less than that one's. Returns each send's new ids
     and its recipients' unread counts, as that does: a later send of the batch counts the earlier
     ones' rows to the same recipient. Raises for the whole batch; a refusal (an inactive recipient, a
-    lock waited for too long) has each send written alone, by that one (_group_commit_error).
+    lock waited for longer than the stall time) has each send written alone, by that one
+    (_group_commit_error), so a lone send refused so costs a second statement. A lone send that
+    gets no connection or whose parameters cannot be built raises that error as it is.
     """
     rows = [(rid, s) for s in sends for rid in s.recipient_ids]
     recipient_ids = [rid for rid, _ in rows]
@@ -280,7 +282,8 @@ def _group_commit_error(exc: BaseException):
     What each send of a batch that failed gets (inbox/group_commit.py). The batch was one statement
     and its own transaction: when PostgreSQL refused it (an error with a SQLSTATE: a recipient
     deactivated meanwhile, a value it does not take, a lock it waited for too long) or it was never
-    sent, nothing is stored and each send is written alone, to meet its own refusal or none. When
+    sent, nothing is stored and each send is written alone, to meet its own refusal or none (a batch
+    of one that was never sent raised its own error instead: there is nothing to try again). When
     the connection was lost, the commit may have happened with its answer lost: nobody writes
     again, and each send fails as the batch did (a 503), as a send written alone would.
     """

@@ -14,6 +14,9 @@ sends of at most 16 recipients each), so plans for large arrays are never needed
 ``inbox_notification_insert()`` keeps choosing per call: it also writes bulk sends, which were
 slower on generic plans (1,000 recipients, three pairs: 61.7 / 110.8 / 155.6 against 42.8 / 79.6 /
 126.8 ms, the table growing from pair to pair).
+
+A later ``CREATE OR REPLACE FUNCTION inbox_notification_insert_rows`` replaces this setting with the
+SET clauses of its own definition: repeat it there (tests/inbox/test_services.py checks the plans).
 """
 
 from django.db import migrations

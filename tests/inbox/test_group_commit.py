@@ -279,6 +279,24 @@ def test_on_postgresql_a_batch_that_gets_no_connection_sends_nothing_so_each_sen
 
 @postgresql_only
 @pytest.mark.django_db(transaction=True)
+def test_on_postgresql_a_lone_send_that_gets_no_connection_fails_with_that_error_and_is_not_tried_again(alice, monkeypatch):
+    attempts = []
+
+    def no_connection():
+        attempts.append(1)
+        raise OperationalError("couldn't get a connection after 3.00 sec")
+
+    monkeypatch.setattr(connection, "ensure_connection", no_connection)
+    with pytest.raises(OperationalError, match="couldn't get a connection") as failed:
+        services.notification_create(recipients=[alice], title="alone")
+    monkeypatch.undo()
+    assert not isinstance(failed.value, services._BatchNotSent)
+    assert len(attempts) == 1  # one wait for the pool, not a second one "alone"
+    assert Notification.objects.count() == 0
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
 def test_on_postgresql_a_recipient_locked_elsewhere_holds_only_its_own_send_not_the_rest_of_its_batch(
     alice, bob, pushed, held_first_batch, settings
 ):
