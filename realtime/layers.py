@@ -230,9 +230,10 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
             and serializer.random_prefix_length >= 8
         )
         self._swept = 0.0
-        # The receive loop blocks in BZPOPMIN for brpop_timeout (5 s). With a socket_timeout below
-        # that, redis-py gave up on every idle pop ("Timeout reading from ...") and a socket of the
-        # process was closed every socket_timeout seconds. The pop must return well within it.
+        # The receive loop blocks in its pop (BZMPOP, or BZPOPMIN) for brpop_timeout (5 s). With a
+        # socket_timeout below that, redis-py gave up on every idle pop ("Timeout reading from ...")
+        # and a socket of the process was closed every socket_timeout seconds. The pop must return
+        # well within it.
         timeouts = [h["socket_timeout"] for h in self.hosts if isinstance(h, dict) and h.get("socket_timeout")]
         if timeouts:
             self.brpop_timeout = max(0.1, min(self.brpop_timeout, min(timeouts) / 2))
@@ -274,8 +275,8 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
         RedisChannelLayer spends four round trips on each message of it (cleanup script, BZPOPMIN,
         backup ZADD, backup ZPOPMIN) and has every waiting socket contend for one lock: about 600
         messages/s per process. Here one pump task per process takes up to RECEIVE_BATCH waiting
-        messages per ZPOPMIN (BZPOPMIN only when there are none) and hands each to its socket's
-        queue; a socket's receive is a queue get.
+        messages per round trip (``_pop``) and hands each to its socket's queue; a socket's receive
+        is a queue get.
 
         The trade: no backup queue, so messages popped just before the process dies are lost.
         Delivery is at-most-once either way; the client's catch-up from the database recovers them.
@@ -361,7 +362,7 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
                 if target.startswith(real_channel):
                     queue.put_nowait(exc)
 
-    #: Whether Redis has BZMPOP (7.0+); None until the first pop asked.
+    #: Whether the pump may use BZMPOP (Redis 7.0+, and not refused); None until the first pop asked.
     _has_bzmpop: bool | None = None
 
     async def _pop(self, conn: aioredis.Redis, key: str, timeout: float | None) -> list[bytes]:
