@@ -314,8 +314,25 @@ def _record_commands(client) -> list[str]:
     return commands
 
 
-async def _redis_major(client) -> int:
-    return int((await client.info("server"))["redis_version"].split(".")[0])
+async def _skip_without_bzmpop(client) -> None:
+    if int((await client.info("server"))["redis_version"].split(".")[0]) < 7:
+        pytest.skip("BZMPOP needs Redis 7.0 or later")
+
+
+@pytest.fixture
+async def pump_layers(redis_url):
+    """Layers of their own prefix on ``redis_url``; their pumps stopped and keys flushed after."""
+    layers: list[BatchingRedisChannelLayer] = []
+
+    def make() -> BatchingRedisChannelLayer:
+        layers.append(BatchingRedisChannelLayer(hosts=[redis_url], prefix=f"test-{uuid.uuid4().hex[:8]}"))
+        return layers[-1]
+
+    yield make
+    for layer in layers:
+        for pump in layer._pumps.values():
+            pump.cancel()
+        await layer.flush()
 
 
 async def _three_sockets_of_one_process(layer) -> list[str]:
@@ -325,62 +342,54 @@ async def _three_sockets_of_one_process(layer) -> list[str]:
     return channels
 
 
-async def test_a_pump_takes_everything_waiting_for_its_process_in_one_round_trip_per_wake_up(redis_url):
-    layer = BatchingRedisChannelLayer(hosts=[redis_url], prefix=f"test-{uuid.uuid4().hex[:8]}")
-    try:
-        client = layer.patient_connection(0)
-        if await _redis_major(client) < 7:
-            pytest.skip("BZMPOP needs Redis 7.0 or later; this server falls back (the next test)")
-        channels = await _three_sockets_of_one_process(layer)
-        commands = _record_commands(client)
-        receiving = asyncio.gather(*(receive_all(layer, channel) for channel in channels))
-        for batch in range(2):
-            await layer.group_send_many([(f"inbox.user.{i}", {"type": "t", "batch": batch}) for i in range(3)])
-        got = await receiving
-        assert got == [[{"type": "t", "batch": 0}, {"type": "t", "batch": 1}]] * 3
-        pops = [c for c in commands if "POP" in c]
-        # Each wake-up is one BZMPOP that takes every entry waiting (two batches: one or two
-        # wake-ups), and one more is waiting now; never a ZPOPMIN that finds nothing.
-        assert set(pops) == {"BZMPOP"} and 2 <= len(pops) <= 3
-        assert layer._has_bzmpop is True
-    finally:
-        await layer.flush()
+async def test_a_pump_takes_everything_waiting_for_its_process_in_one_round_trip_per_wake_up(pump_layers):
+    layer = pump_layers()
+    client = layer.patient_connection(0)
+    await _skip_without_bzmpop(client)
+    channels = await _three_sockets_of_one_process(layer)
+    commands = _record_commands(client)
+    receiving = asyncio.gather(*(receive_all(layer, channel) for channel in channels))
+    for batch in range(2):
+        await layer.group_send_many([(f"inbox.user.{i}", {"type": "t", "batch": batch}) for i in range(3)])
+    got = await receiving
+    assert got == [[{"type": "t", "batch": 0}, {"type": "t", "batch": 1}]] * 3
+    pops = [c for c in commands if "POP" in c]
+    # Each wake-up is one BZMPOP that takes every entry waiting (two batches: one or two
+    # wake-ups), and one more is waiting now; never a ZPOPMIN that finds nothing.
+    assert set(pops) == {"BZMPOP"} and 2 <= len(pops) <= 3
+    assert layer._has_bzmpop is True
 
 
-async def test_on_a_redis_without_bzmpop_the_pump_asks_once_and_receives_with_zpopmin_and_bzpopmin(redis_url):
-    layer = BatchingRedisChannelLayer(hosts=[redis_url], prefix=f"test-{uuid.uuid4().hex[:8]}")
-    try:
-        client = layer.patient_connection(0)
-        channels = await _three_sockets_of_one_process(layer)
-        asked = []
+async def test_on_a_redis_without_bzmpop_the_pump_asks_once_and_receives_with_zpopmin_and_bzpopmin(pump_layers):
+    layer = pump_layers()
+    client = layer.patient_connection(0)
+    channels = await _three_sockets_of_one_process(layer)
+    asked = []
 
-        async def as_redis_6_answers(*args, **kwargs):  # what a Redis before 7.0 says to BZMPOP
-            asked.append(args)
-            raise ResponseError("unknown command 'BZMPOP', with args beginning with: '5' '1'")
+    async def as_redis_6_answers(*args, **kwargs):  # what a Redis before 7.0 says to BZMPOP
+        asked.append(args)
+        raise ResponseError("unknown command 'BZMPOP', with args beginning with: '5' '1'")
 
-        client.bzmpop = as_redis_6_answers
-        commands = _record_commands(client)
-        receiving = asyncio.gather(*(receive_all(layer, channel) for channel in channels))
-        await layer.group_send_many([(f"inbox.user.{i}", {"type": "t", "batch": 0}) for i in range(3)])
-        await asyncio.sleep(0.05)
-        await layer.group_send_many([(f"inbox.user.{i}", {"type": "t", "batch": 1}) for i in range(3)])
-        assert await receiving == [[{"type": "t", "batch": 0}, {"type": "t", "batch": 1}]] * 3
-        assert len(asked) == 1 and layer._has_bzmpop is False
-        assert {"ZPOPMIN", "BZPOPMIN"} <= set(commands)
-    finally:
-        await layer.flush()
+    client.bzmpop = as_redis_6_answers
+    commands = _record_commands(client)
+    receiving = asyncio.gather(*(receive_all(layer, channel) for channel in channels))
+    await layer.group_send_many([(f"inbox.user.{i}", {"type": "t", "batch": 0}) for i in range(3)])
+    await asyncio.sleep(0.05)
+    await layer.group_send_many([(f"inbox.user.{i}", {"type": "t", "batch": 1}) for i in range(3)])
+    assert await receiving == [[{"type": "t", "batch": 0}, {"type": "t", "batch": 1}]] * 3
+    assert len(asked) == 1 and layer._has_bzmpop is False
+    assert {"ZPOPMIN", "BZPOPMIN"} <= set(commands)
 
 
-async def test_where_an_acl_refuses_bzmpop_the_pump_receives_with_the_commands_it_may_use(redis_url):
-    admin = BatchingRedisChannelLayer(hosts=[redis_url]).patient_connection(0)
-    if await _redis_major(admin) < 7:
-        pytest.skip("BZMPOP needs Redis 7.0 or later")
+async def test_where_an_acl_refuses_bzmpop_the_pump_receives_with_the_commands_it_may_use(redis_url, pump_layers):
+    admin = pump_layers().patient_connection(0)
+    await _skip_without_bzmpop(admin)
     user = f"inbox-test-{uuid.uuid4().hex[:8]}"
     await admin.execute_command("ACL", "SETUSER", user, "on", "nopass", "~*", "&*", "+@all", "-bzmpop")
     parts = urllib.parse.urlsplit(redis_url)
-    as_user = parts._replace(netloc=f"{user}:unused@{parts.hostname}:{parts.port or 6379}").geturl()
-    layer = BatchingRedisChannelLayer(hosts=[as_user], prefix=f"test-{uuid.uuid4().hex[:8]}")
     try:
+        as_user = parts._replace(netloc=f"{user}:unused@{parts.hostname}:{parts.port or 6379}").geturl()
+        layer = BatchingRedisChannelLayer(hosts=[as_user], prefix=f"test-{uuid.uuid4().hex[:8]}")  # cleaned up here
         channels = await _three_sockets_of_one_process(layer)
         commands = _record_commands(layer.patient_connection(0))
         receiving = asyncio.gather(*(receive_all(layer, channel) for channel in channels))
@@ -389,23 +398,19 @@ async def test_where_an_acl_refuses_bzmpop_the_pump_receives_with_the_commands_i
         assert layer._has_bzmpop is False
         pops = [c for c in commands if "POP" in c]
         assert pops[0] == "BZMPOP" and "BZMPOP" not in pops[1:] and {"ZPOPMIN", "BZPOPMIN"} <= set(pops[1:])
-    finally:
-        for pump in layer._pumps.values():
+        for pump in layer._pumps.values():  # before its user goes
             pump.cancel()
         await layer.flush()
+    finally:
         await admin.execute_command("ACL", "DELUSER", user)
 
 
-async def test_another_refusal_of_bzmpop_fails_the_pump_instead_of_switching_commands(redis_url):
-    layer = BatchingRedisChannelLayer(hosts=[redis_url], prefix=f"test-{uuid.uuid4().hex[:8]}")
-    try:
-        client = layer.patient_connection(0)
-        if await _redis_major(client) < 7:
-            pytest.skip("BZMPOP needs Redis 7.0 or later")
-        channel = await layer.new_channel()
-        await client.set(layer.prefix + layer.non_local_name(channel), "not a sorted set")
-        with pytest.raises(ResponseError, match="WRONGTYPE"):
-            await asyncio.wait_for(layer.receive(channel), 2)
-        assert layer._has_bzmpop is None
-    finally:
-        await layer.flush()
+async def test_another_refusal_of_bzmpop_fails_the_pump_instead_of_switching_commands(pump_layers):
+    layer = pump_layers()
+    client = layer.patient_connection(0)
+    await _skip_without_bzmpop(client)
+    channel = await layer.new_channel()
+    await client.set(layer.prefix + layer.non_local_name(channel), "not a sorted set")
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await asyncio.wait_for(layer.receive(channel), 2)
+    assert layer._has_bzmpop is None
