@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Any
 
-from django.conf import settings
+from .conf import inbox_setting
 
 
 class TTLCache:
@@ -42,7 +42,7 @@ class TTLCache:
         return entry[1]
 
     def set(self, key, value) -> None:
-        ttl = settings.INBOX[self.setting]
+        ttl = inbox_setting(self.setting)
         if ttl <= 0:
             return
         with self._lock:

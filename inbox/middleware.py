@@ -4,7 +4,7 @@ HTTP guards that apply before any view runs.
 
 import logging
 
-from django.conf import settings
+from .conf import inbox_setting
 from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 
@@ -23,9 +23,9 @@ class BodySizeLimitMiddleware:
             length = int(raw)
         except ValueError:
             return JsonResponse({"detail": "Invalid Content-Length header."}, status=400)
-        if length > settings.INBOX_MAX_BODY_BYTES:
+        if length > inbox_setting("MAX_BODY_BYTES"):
             return JsonResponse(
-                {"detail": f"The request body is too large (limit {settings.INBOX_MAX_BODY_BYTES} bytes)."}, status=413
+                {"detail": f"The request body is too large (limit {inbox_setting('MAX_BODY_BYTES')} bytes)."}, status=413
             )
         return self.get_response(request)
 

@@ -1,5 +1,5 @@
 import orjson
-from django.conf import settings
+from inbox.conf import inbox_setting
 from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.parsers import JSONParser
 
@@ -9,7 +9,7 @@ def _max_depth() -> int:
     # levels for the envelope. Deeper bodies stop here: DRF's fields call str() and json.dumps() on
     # their input, which raise RecursionError (a 500) near 1,000 levels, and orjson.dumps (the
     # Idempotency-Key hash) refuses more than 254.
-    return settings.INBOX["MAX_DATA_DEPTH"] + 8
+    return inbox_setting("MAX_DATA_DEPTH") + 8
 
 
 def _too_deep(value, limit: int) -> bool:

@@ -6,7 +6,7 @@ notification is inbox.payloads.notification_payload, the same dict the WebSocket
 import copy
 import threading
 
-from django.conf import settings
+from inbox.conf import inbox_setting
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 import orjson
@@ -89,12 +89,12 @@ class NotificationSendSerializer(serializers.Serializer):
         child=RecipientField(),
         required=False,
         allow_empty=False,
-        max_length=settings.INBOX["MAX_RECIPIENTS"],
-        help_text=f"Several recipients (at most {settings.INBOX['MAX_RECIPIENTS']}); one bulk write.",
+        max_length=inbox_setting("MAX_RECIPIENTS"),
+        help_text=f"Several recipients (at most {inbox_setting('MAX_RECIPIENTS')}); one bulk write.",
     )
-    title = serializers.CharField(max_length=settings.INBOX["MAX_TITLE_LENGTH"])
+    title = serializers.CharField(max_length=inbox_setting("MAX_TITLE_LENGTH"))
     message = serializers.CharField(
-        max_length=settings.INBOX["MAX_MESSAGE_LENGTH"], allow_blank=True, required=False, default="", trim_whitespace=False
+        max_length=inbox_setting("MAX_MESSAGE_LENGTH"), allow_blank=True, required=False, default="", trim_whitespace=False
     )
     category = serializers.SlugField(max_length=50, required=False, default="general")
     data = serializers.JSONField(required=False, default=dict, help_text="Free JSON object, at most 16 KiB.")
@@ -104,13 +104,13 @@ class NotificationSendSerializer(serializers.Serializer):
     def validate_data(self, value):
         if not isinstance(value, dict):
             raise serializers.ValidationError("'data' must be a JSON object.")
-        _check_json_value(value, 0, settings.INBOX["MAX_DATA_DEPTH"])
+        _check_json_value(value, 0, inbox_setting("MAX_DATA_DEPTH"))
         try:
             size = len(orjson.dumps(value))
         except (TypeError, orjson.JSONEncodeError):
             raise serializers.ValidationError("'data' is not valid JSON.") from None
-        if size > settings.INBOX["MAX_DATA_BYTES"]:
-            raise serializers.ValidationError(f"'data' is {size} bytes; the limit is {settings.INBOX['MAX_DATA_BYTES']}.")
+        if size > inbox_setting("MAX_DATA_BYTES"):
+            raise serializers.ValidationError(f"'data' is {size} bytes; the limit is {inbox_setting('MAX_DATA_BYTES')}.")
         return value
 
     def validate_expires_at(self, value):

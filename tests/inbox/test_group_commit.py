@@ -329,7 +329,7 @@ def held_first_batch(monkeypatch):
     """Group commit's first write waits until ``held_first_batch.waiting`` sends have queued behind it."""
     committer = services._group_commit
     if committer is None:
-        pytest.skip("INBOX_GROUP_COMMIT_MAX is 1: sends are written alone")
+        pytest.skip("INBOX["GROUP_COMMIT_MAX"] is 1: sends are written alone")
     held = Gate(lambda: committer, waiting=0, write=committer._write, label=lambda send: send.title)
     monkeypatch.setattr(committer, "_write", held)
     monkeypatch.setattr(committer, "stall_seconds", 30)

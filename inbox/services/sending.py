@@ -1,30 +1,26 @@
 """
-Writes. Each service runs in a transaction, decides what a write means, and schedules the
-real-time push for after the commit (realtime.fanout): a rolled-back write is never pushed and a
-Redis outage never fails a write.
+Sending: store one notification per recipient and announce it after commit (inbox.delivery).
 """
 
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
-from datetime import datetime
 from functools import partial
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import orjson
-from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import DatabaseError, DataError, IntegrityError, connection, transaction
-from django.db.models import Value
+from django.db import DatabaseError, DataError, connection, transaction
 from django.db.models.base import ModelState
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from realtime import fanout
-
-from .group_commit import RETRY_ALONE, GroupCommit
-from .models import IdempotencyKey, Notification
-from .selectors import bigint_array, notification_unread_count, notification_unread_counts
+from .. import delivery
+from ..conf import inbox_setting
+from ..events import NotificationsSaved, NotificationsSent
+from ..exceptions import UnknownRecipients
+from ..group_commit import RETRY_ALONE, GroupCommit
+from ..models import Notification
+from ..selectors import bigint_array, notification_unread_count, notification_unread_counts
 
 # Lock space for "one recipient's inserts commit in id order" (PostgreSQL advisory locks).
 _LOCK_NAMESPACE = 0x1B0C
@@ -107,11 +103,12 @@ def _push_after_commit(template: Notification, recipient_ids: list[int], ids: li
     once outside a transaction, at the caller's commit inside one (never for a rollback).
     """
     sender = template._state.fields_cache["sender"]
-    push = partial(
-        fanout.notification_sent, template, ids=ids, recipient_ids=recipient_ids, unread=unread,
-        sender_username=sender.username if sender is not None else None,
+    delivery.publish_on_commit(
+        NotificationsSent(
+            template=template, ids=ids, recipient_ids=recipient_ids, unread=unread,
+            sender_username=sender.username if sender is not None else None,
+        )
     )
-    transaction.on_commit(push, robust=True)
 
 
 def _copy(source: Notification, *, fields_cache: dict, saved: bool, **fields) -> Notification:
@@ -238,7 +235,7 @@ def _insert_rows_postgresql(sends: Sequence[_Send]) -> list[tuple[list[int], dic
             [s.category for _, s in rows], [s.title for _, s in rows], [s.message for _, s in rows],
             [orjson.dumps(s.data).decode() for _, s in rows], [s.link for _, s in rows],
             [s.now for _, s in rows], [s.expires_at for _, s in rows], max(s.now for s in sends),
-            f"{max(1, round(settings.INBOX_GROUP_COMMIT_STALL_SECONDS * 1000))}ms",
+            f"{max(1, round(inbox_setting('GROUP_COMMIT_STALL_SECONDS') * 1000))}ms",
         ]
         # A connection the pool cannot give (a timeout, PostgreSQL down) fails here, before anything
         # is sent: each send then tries alone, as it would have without the batch.
@@ -306,9 +303,9 @@ GROUP_COMMIT_MAX_RECIPIENTS = 16
 _group_commit = (
     GroupCommit(
         _write_and_push, _group_commit_error,
-        max_batch=settings.INBOX_GROUP_COMMIT_MAX, stall_seconds=settings.INBOX_GROUP_COMMIT_STALL_SECONDS,
+        max_batch=inbox_setting("GROUP_COMMIT_MAX"), stall_seconds=inbox_setting("GROUP_COMMIT_STALL_SECONDS"),
     )
-    if settings.INBOX_GROUP_COMMIT_MAX > 1
+    if inbox_setting("GROUP_COMMIT_MAX") > 1
     else None
 )
 
@@ -322,145 +319,12 @@ def _push_one(notification_id: int) -> None:
     n = Notification.objects.select_related("sender").filter(pk=notification_id).first()
     if n is None:
         return
-    fanout.notifications_created([n], unread={n.recipient_id: notification_unread_count(user_id=n.recipient_id)})
+    delivery.deliver((NotificationsSaved(notifications=[n], unread={n.recipient_id: notification_unread_count(user_id=n.recipient_id)}),))
 
 
 def notification_resend(*, notifications: Sequence[Notification]) -> int:
     """Push stored notifications again to their recipients' open clients (admin action)."""
     items = [n for n in notifications if not n.is_expired()]
     unread = notification_unread_counts(user_ids=[n.recipient_id for n in items])
-    transaction.on_commit(partial(fanout.notifications_created, items, unread=unread, resend=True), robust=True)
+    delivery.publish_on_commit(NotificationsSaved(notifications=items, unread=unread, resend=True))
     return len(items)
-
-
-def _set_read(*, user_id: int, ids: Sequence[int] | None, read: bool, category: str | None = None) -> list[int]:
-    qs = Notification.objects.for_user(user_id)
-    if ids is not None:
-        qs = qs.filter(pk__in=list(ids)[: settings.INBOX["MAX_IDS_PER_REQUEST"]])
-    else:
-        qs = qs.unexpired()  # "all" means all the user can see
-    if category:
-        qs = qs.filter(category=category)
-    now = timezone.now()
-    with transaction.atomic():
-        if read:
-            changed = list(qs.filter(read_at__isnull=True).select_for_update().values_list("id", flat=True))
-            # Read implies delivered: a notification someone read is no longer pending anywhere.
-            Notification.objects.filter(pk__in=changed).update(read_at=now, delivered_at=Coalesce("delivered_at", Value(now)))
-        else:
-            changed = list(qs.filter(read_at__isnull=False).select_for_update().values_list("id", flat=True))
-            Notification.objects.filter(pk__in=changed).update(read_at=None)
-        if changed:
-            unread = notification_unread_count(user_id=user_id)
-            transaction.on_commit(
-                partial(fanout.notifications_read, user_id=user_id, ids=sorted(changed), read=read, unread=unread),
-                robust=True,
-            )
-    return sorted(changed)
-
-
-def notification_mark_read(*, user, ids: Sequence[int]) -> list[int]:
-    """Mark the user's notifications with these ids read. Returns the ids that changed."""
-    return _set_read(user_id=user.pk, ids=ids, read=True)
-
-
-def notification_mark_unread(*, user, ids: Sequence[int]) -> list[int]:
-    return _set_read(user_id=user.pk, ids=ids, read=False)
-
-
-def notification_mark_all_read(*, user, category: str | None = None) -> list[int]:
-    return _set_read(user_id=user.pk, ids=None, read=True, category=category)
-
-
-def notification_admin_set_read(*, notifications: Sequence[Notification], read: bool) -> int:
-    """Admin action: change read state for any users' notifications, one event per user."""
-    by_user: dict[int, list[int]] = {}
-    for n in notifications:
-        by_user.setdefault(n.recipient_id, []).append(n.pk)
-    return sum(len(_set_read(user_id=uid, ids=ids, read=read)) for uid, ids in by_user.items())
-
-
-def notification_ack(*, user, ids: Sequence[int]) -> list[int]:
-    """A client of the user has shown these notifications: set ``delivered_at`` where unset (idempotent)."""
-    ids = list(ids)[: settings.INBOX["MAX_IDS_PER_REQUEST"]]
-    with transaction.atomic():
-        qs = Notification.objects.for_user(user.pk).filter(pk__in=ids, delivered_at__isnull=True)
-        changed = sorted(qs.values_list("id", flat=True))
-        if changed:
-            Notification.objects.filter(pk__in=changed, delivered_at__isnull=True).update(delivered_at=timezone.now())
-    return changed
-
-
-def notification_delete(*, user, ids: Sequence[int]) -> list[int]:
-    """Delete the user's notifications with these ids. Returns the ids deleted."""
-    ids = list(ids)[: settings.INBOX["MAX_IDS_PER_REQUEST"]]
-    with transaction.atomic():
-        qs = Notification.objects.for_user(user.pk).filter(pk__in=ids)
-        deleted = sorted(qs.values_list("id", flat=True))
-        if deleted:
-            Notification.objects.filter(pk__in=deleted).delete()
-            unread = notification_unread_count(user_id=user.pk)
-            transaction.on_commit(
-                partial(fanout.notifications_deleted, user_id=user.pk, ids=deleted, unread=unread), robust=True
-            )
-    return deleted
-
-
-def notification_admin_delete(*, notifications: Sequence[Notification]) -> int:
-    """Admin delete: remove any users' notifications and tell each user's open clients, one event per user."""
-    by_user: dict[int, list[int]] = {}
-    for n in notifications:
-        by_user.setdefault(n.recipient_id, []).append(n.pk)
-    deleted = 0
-    with transaction.atomic():
-        for user_id, ids in by_user.items():
-            Notification.objects.filter(pk__in=ids).delete()
-            deleted += len(ids)
-            unread = notification_unread_count(user_id=user_id)
-            transaction.on_commit(
-                partial(fanout.notifications_deleted, user_id=user_id, ids=sorted(ids), unread=unread), robust=True
-            )
-    return deleted
-
-
-# --- Idempotency ------------------------------------------------------------------------------
-
-
-class UnknownRecipients(Exception):
-    """Some recipients are no longer active users; nothing was stored."""
-
-    def __init__(self, recipients: Sequence) -> None:
-        super().__init__(", ".join(repr(getattr(u, "username", u.pk)) for u in recipients))
-        self.recipients = list(recipients)
-
-
-class IdempotencyConflict(Exception):
-    """The key was used before with a different request body."""
-
-
-@dataclass
-class IdempotencyClaim:
-    record: IdempotencyKey
-    replay: bool
-
-
-def idempotency_key_claim(*, sender, key: str, request_hash: str) -> IdempotencyClaim:
-    """
-    Claim ``key`` for ``sender`` inside the caller's transaction. A concurrent claim of the same
-    key waits on the unique constraint until the first commits, then replays its response.
-    """
-    try:
-        with transaction.atomic():
-            record = IdempotencyKey.objects.create(sender=sender, key=key, request_hash=request_hash)
-        return IdempotencyClaim(record=record, replay=False)
-    except IntegrityError:
-        record = IdempotencyKey.objects.get(sender=sender, key=key)
-        if record.request_hash != request_hash:
-            raise IdempotencyConflict(key) from None
-        return IdempotencyClaim(record=record, replay=True)
-
-
-def idempotency_key_complete(*, record: IdempotencyKey, status: int, body: dict) -> None:
-    record.response_status = status
-    record.response_body = body
-    record.save(update_fields=["response_status", "response_body"])

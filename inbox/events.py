@@ -1,0 +1,69 @@
+"""
+What happened in the inbox, as domain events: the vocabulary every delivery backend speaks.
+
+Services announce these through the delivery port (``inbox.delivery.publish_on_commit``) once their
+transaction has committed; a backend (the WebSocket push, later Web Push and e-mail) decides how to
+carry each. Events are plain frozen dataclasses: they name users and rows by id and carry the
+unread counts the write computed, never a transport's frame (Zulip's ``event_schema``, anymail's
+``EventType``: one normalized vocabulary, many carriers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Union
+
+if TYPE_CHECKING:
+    from .models import Notification
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationsSent:
+    """
+    One send: the same notification stored once per recipient, ``ids[i]`` for ``recipient_ids[i]``.
+
+    ``template`` holds the fields the rows share (its ``id`` and ``recipient_id`` are unset);
+    ``unread`` is each recipient's unread count including the new row.
+    """
+
+    template: Notification
+    ids: Sequence[int]
+    recipient_ids: Sequence[int]
+    unread: Mapping[int, int]
+    sender_username: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationsSaved:
+    """
+    Stored rows to show their recipients: saved one by one (the admin, the shell, other code), or
+    pushed again on purpose (``resend``, the admin's action), which clients show even when they
+    already have the id.
+    """
+
+    notifications: Sequence[Notification]
+    unread: Mapping[int, int]
+    resend: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationsRead:
+    """Read state of some of a user's notifications changed (``read`` says which way)."""
+
+    user_id: int
+    ids: Sequence[int]
+    read: bool
+    unread: int
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationsDeleted:
+    """Some of a user's notifications were deleted."""
+
+    user_id: int
+    ids: Sequence[int]
+    unread: int
+
+
+Event = Union[NotificationsSent, NotificationsSaved, NotificationsRead, NotificationsDeleted]

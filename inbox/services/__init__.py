@@ -1,0 +1,36 @@
+"""
+Writes, a module per sub-domain (HackSoft's "Services > Modules"; Zulip's ``zerver/actions``). Each
+service runs in a transaction, decides what a write means, and announces what happened through the
+delivery port after commit (inbox.delivery): a rolled-back write is never announced, and a carrier's
+outage never fails a write.
+"""
+
+from ..exceptions import IdempotencyConflict, UnknownRecipients
+from .deleting import notification_admin_delete, notification_delete
+from .idempotency import IdempotencyClaim, idempotency_key_claim, idempotency_key_complete
+from .read_state import (
+    notification_ack,
+    notification_admin_set_read,
+    notification_mark_all_read,
+    notification_mark_read,
+    notification_mark_unread,
+)
+from .sending import notification_create, notification_push_saved, notification_resend
+
+__all__ = [
+    "IdempotencyClaim",
+    "IdempotencyConflict",
+    "UnknownRecipients",
+    "idempotency_key_claim",
+    "idempotency_key_complete",
+    "notification_ack",
+    "notification_admin_delete",
+    "notification_admin_set_read",
+    "notification_create",
+    "notification_delete",
+    "notification_mark_all_read",
+    "notification_mark_read",
+    "notification_mark_unread",
+    "notification_push_saved",
+    "notification_resend",
+]

@@ -1,0 +1,20 @@
+"""
+Settings for the Inbox notification service, by concern (HackSoft's ``config/settings/<part>.py``).
+
+Everything comes from the environment, with safe local defaults (cookiecutter-django style):
+
+- ``DATABASE_URL``: SQLite file ``db.sqlite3`` when unset; ``postgres://...`` in production and CI.
+- ``REDIS_URL``: the in-memory channel layer when unset (one process only); ``redis://...`` otherwise.
+- ``DJANGO_SECRET_KEY``: required when ``DJANGO_DEBUG`` is off; the service refuses to start without it.
+- ``DJANGO_DEBUG``: ``1``/``true`` for local development (the default), ``0``/``false`` in production.
+- ``DJANGO_ALLOWED_HOSTS``: comma-separated host names.
+
+``base`` is Django and the database; ``api`` the REST framework; ``inbox``, ``realtime`` and ``server``
+the three parts' own dicts, each read through its part's accessor with documented defaults.
+"""
+
+from .base import *  # noqa: F401,F403
+from .api import *  # noqa: F401,F403
+from .inbox import *  # noqa: F401,F403
+from .realtime import *  # noqa: F401,F403
+from .server import *  # noqa: F401,F403

@@ -1,0 +1,49 @@
+"""The WebSocket side: the channel layer and the REALTIME dict (realtime/conf.py has every key's default)."""
+
+import os
+
+from ..env import env_float, env_int
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            # RedisChannelLayer plus one pipelined call for many groups (realtime/layers.py).
+            "BACKEND": "realtime.layers.BatchingRedisChannelLayer",
+            "CONFIG": {
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        # Fail fast when Redis hangs; the database is the record of truth.
+                        "socket_timeout": env_float("REDIS_SOCKET_TIMEOUT", 2.0),
+                        "socket_connect_timeout": env_float("REDIS_CONNECT_TIMEOUT", 2.0),
+                        "max_connections": env_int("REDIS_MAX_CONNECTIONS", 2000),
+                    }
+                ],
+                # A per-socket buffer: a burst larger than this is dropped by the layer and
+                # recovered by the client's catch-up.
+                # https://channels.readthedocs.io/en/stable/channel_layer_spec.html#capacity
+                # Every socket of a process shares one channel key, so this bounds a process's
+                # backlog, not a socket's: it must hold the largest fan-out (a broadcast).
+                "capacity": env_int("CHANNEL_CAPACITY", 100_000),
+                "expiry": 60,
+                # Sockets re-add themselves to their group well before this (realtime.consumers).
+                "group_expiry": 86400,
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+
+# Every key is optional (defaults and meaning in realtime/conf.py); these read the environment.
+REALTIME = {
+    "SEND_TIMEOUT": env_float("REALTIME_SEND_TIMEOUT", 2.0),
+    "MAX_FRAME_BYTES": env_int("REALTIME_MAX_FRAME_BYTES", 64 * 1024),
+    "FRAME_RATE": env_float("REALTIME_FRAME_RATE", 20.0),
+    "FRAME_BURST": env_int("REALTIME_FRAME_BURST", 60),
+    "FRAME_ABUSE_CLOSE": env_int("REALTIME_FRAME_ABUSE_CLOSE", 100),
+    "GROUP_REFRESH_SECONDS": env_int("REALTIME_GROUP_REFRESH_SECONDS", 3600),
+    "LAYER_CHECK_SECONDS": env_float("REALTIME_LAYER_CHECK_SECONDS", 1.0),
+    "MAX_PENDING_EVENTS": env_int("REALTIME_MAX_PENDING_EVENTS", 100_000),
+}
