@@ -27,9 +27,12 @@ from .conf import inbox_setting
 
 
 class TTLCache:
-    """A bounded dict whose entries expire; safe to share between request threads."""
+    """
+    A bounded dict whose entries expire; safe to share between request threads. An entry lives for
+    the INBOX setting ``setting`` (seconds), or for the ``ttl`` given to ``set``. Emptied when full.
+    """
 
-    def __init__(self, max_entries: int = 50_000, setting: str = "DIRECTORY_CACHE_SECONDS") -> None:
+    def __init__(self, max_entries: int = 50_000, setting: str | None = "DIRECTORY_CACHE_SECONDS") -> None:
         self.max_entries = max_entries
         self.setting = setting  # the INBOX setting that gives the entries' lifetime in seconds
         self._data: dict[Any, tuple[float, Any]] = {}
@@ -37,12 +40,13 @@ class TTLCache:
 
     def get(self, key, default=None):
         entry = self._data.get(key)
-        if entry is None or entry[0] < time.monotonic():
+        if entry is None or entry[0] <= time.monotonic():
             return default
         return entry[1]
 
-    def set(self, key, value) -> None:
-        ttl = inbox_setting(self.setting)
+    def set(self, key, value, *, ttl: float | None = None) -> None:
+        if ttl is None:
+            ttl = inbox_setting(self.setting) if self.setting else 0
         if ttl <= 0:
             return
         with self._lock:

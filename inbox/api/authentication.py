@@ -4,7 +4,6 @@ and each verified token remembered until it expires.
 """
 
 import copy
-import threading
 import time
 from datetime import timedelta
 
@@ -19,21 +18,16 @@ class VerifiedTokens:
     """
     Raw access token -> its verified token, until the token's own expiry. Checking the signature and
     claims of the same bytes gives the same answer until then, and a service sends many requests with
-    one token: the check was 4 % of a send's CPU (bench/README.md, finding 26). Bounded; emptied when full.
+    one token (bench/JOURNAL.md, finding 26). Held in the directory's TTL cache, bounded.
     This holds for simplejwt's AccessToken, which asks nothing of the database; a token of a class
     that consults a denylist on every check (simplejwt's BlacklistMixin) is not remembered.
     """
 
     def __init__(self, max_entries: int = 10_000) -> None:
-        self.max_entries = max_entries
-        self._data: dict[bytes, tuple[float, object]] = {}
-        self._lock = threading.Lock()
+        self._cache = directory.TTLCache(max_entries, setting=None)
 
     def get(self, raw: bytes):
-        entry = self._data.get(raw)
-        if entry is None or entry[0] <= time.time():
-            return None
-        return entry[1]
+        return self._cache.get(raw)
 
     def add(self, raw: bytes, token) -> None:
         if hasattr(token, "check_blacklist"):
@@ -44,14 +38,10 @@ class VerifiedTokens:
             valid_until = float(token["exp"]) + leeway  # simplejwt: expired once exp <= now - leeway
         except (KeyError, TypeError, ValueError):
             return
-        with self._lock:
-            if len(self._data) >= self.max_entries:
-                self._data.clear()
-            self._data[raw] = (valid_until, token)
+        self._cache.set(raw, token, ttl=valid_until - time.time())
 
     def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
+        self._cache.clear()
 
 
 verified_tokens = VerifiedTokens()
