@@ -19,6 +19,7 @@ COPY --chown=inbox:inbox manage.py ./
 COPY --chown=inbox:inbox notifications_site ./notifications_site
 COPY --chown=inbox:inbox inbox ./inbox
 COPY --chown=inbox:inbox realtime ./realtime
+COPY --chown=inbox:inbox server ./server
 # collectstatic needs a key to import settings; the real one comes from the environment at run time.
 RUN DJANGO_SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput --verbosity 0 \
     && chown -R inbox:inbox /app/staticfiles

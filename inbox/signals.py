@@ -15,20 +15,9 @@ def _notification_saved(sender, instance, created, raw=False, **kwargs):
         notification_push_saved(notification=instance)
 
 
-def _sqlite_use_its_real_variable_limit(sender, connection, **kwargs):
-    # Django 5.2 assumes SQLite's historical 999 bound variables per query and splits a bulk
-    # insert of notifications into batches of ~90 rows; SQLite >= 3.32 allows 32,766, which keeps
-    # a 1,000-recipient send one INSERT. https://www.sqlite.org/limits.html#max_variable_number
-    if connection.vendor == "sqlite":
-        import sqlite3
-
-        connection.features.max_query_params = connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-
-
 def connect() -> None:
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
-    from django.db.backends.signals import connection_created
 
     from . import directory
     from .models import Notification
@@ -42,4 +31,3 @@ def connect() -> None:
         (m2m_changed, Group.permissions.through),
     ):
         signal.connect(directory.forget_all, sender=sender, dispatch_uid="inbox.directory")  # unique per (signal, sender)
-    connection_created.connect(_sqlite_use_its_real_variable_limit, dispatch_uid="inbox.sqlite_variable_limit")

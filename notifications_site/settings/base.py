@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    "server",
     "inbox",
     "realtime",
 ]
@@ -111,8 +112,8 @@ if DATABASE_IS_SQLITE:
     # Several processes (daphne + the shell) share the file: wait for the write lock instead of
     # failing at once, and take it at BEGIN so ids are allocated in commit order.
     # https://docs.djangoproject.com/en/5.2/ref/databases/#sqlite-transaction-behavior
-    # The threads of one process queue for that lock fairly (notifications_site/sqlite_backend).
-    DATABASES["default"]["ENGINE"] = "notifications_site.sqlite_backend"
+    # The threads of one process queue for that lock fairly (server/db/sqlite).
+    DATABASES["default"]["ENGINE"] = "server.db.sqlite"
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
     )

@@ -92,5 +92,5 @@ async def test_daphne_stopped_with_sigterm_under_load_and_restarted_loses_nothin
     assert sum(c.duplicates for c in clients) == 0 and sum(c.foreign for c in clients) == 0
     assert all(c.connections >= 2 for c in clients), "every client reconnected to the new process"
     # It exits by itself (the harness would SIGKILL it after 10 s): request threads waiting on the
-    # stopped event loop no longer hold the process (realtime/daphne_compat.py).
+    # stopped event loop no longer hold the process (server/patches/daphne.py, exit_promptly_after_shutdown).
     assert events["stopped"] - events["sigterm"] < 5, f"daphne took {events['stopped'] - events['sigterm']:.1f}s to exit on SIGTERM"

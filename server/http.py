@@ -4,14 +4,14 @@ Django's HTTP side under ASGI, one thread hop per request.
 Every view of this service is synchronous (DRF, the ORM, the admin). Django's own ``ASGIHandler``
 runs them with ``ThreadSensitiveContext``: a new thread per request, the request/finish signals and
 ``response.close`` each sent through ``sync_to_async``, and any sync-only middleware adapted hook by
-hook. In bench/ that transport was about half of a send's server CPU (profile of the directed
-scenario: ``SyncToAsync``, ``Thread.start``, ``Condition``, ``CurrentThreadExecutor`` frames).
+hook: about half of a send's server CPU (bench/JOURNAL.md, finding 12).
 
-``PooledASGIHandler`` reads the body on the event loop (stopping at ``INBOX_MAX_BODY_BYTES`` with a
-413), then runs the whole synchronous request, like a WSGI server would, in a fixed pool of threads:
-signals, middleware, view, ``response.close()``. Threads live on, so their database connections are
-handed back to the pool (or kept for ``CONN_MAX_AGE``) as under WSGI. The pool also bounds how many
-requests hold a database connection at once; the rest wait their turn in the queue.
+``PooledASGIHandler`` reads the body on the event loop (stopping at Django's
+``DATA_UPLOAD_MAX_MEMORY_SIZE`` with a 413), then runs the whole synchronous request, like a WSGI
+server would, in a fixed pool of threads: signals, middleware, view, ``response.close()``. Threads
+live on, so their database connections are handed back to the pool (or kept for ``CONN_MAX_AGE``)
+as under WSGI. The pool also bounds how many requests hold a database connection at once; the rest
+wait their turn in the queue.
 """
 
 from __future__ import annotations
@@ -45,12 +45,12 @@ class PooledASGIHandler(ASGIHandler):
     def __init__(self, threads: int) -> None:
         base.BaseHandler.__init__(self)
         self.load_middleware(is_async=False)
-        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="inbox-http")
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="server-http")
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
-        limit = settings.INBOX_MAX_BODY_BYTES
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         try:
             body_file = await self._read_body(receive, limit)
         except _Disconnected:

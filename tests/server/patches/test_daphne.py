@@ -1,19 +1,20 @@
 """
-daphne's requests skip Twisted's parsing of form bodies, which daphne never reads, and Twisted's TCP
-connections send a write at once when nothing waits to be sent (realtime/daphne_compat).
+daphne's requests skip Twisted's parsing of form bodies, which daphne never reads, and its text
+frames are written directly (server/patches/daphne.py).
 """
 
 from __future__ import annotations
 
 import io
-import socket
 from types import SimpleNamespace
 
 import pytest
 from daphne.http_protocol import WebRequest
 from twisted.web import http
 
-from realtime.daphne_compat import direct_text_frames, skip_discarded_access_log, skip_twisted_form_parsing, write_through_tcp
+from server.patches.daphne import direct_text_frames, skip_twisted_form_parsing
+
+from .support import read_exactly
 
 
 def a_request() -> WebRequest:
@@ -60,152 +61,6 @@ def test_without_the_patch_twisted_would_parse_it(monkeypatch):
     request.requestReceived(b"POST", b"/", b"HTTP/1.1")
     assert seen == [b"application/x-www-form-urlencoded"]
     assert request.args == {b"a": [b"1"]}
-
-
-class RecordingReactor:
-    """What a Twisted connection asks of its reactor: here, only whether it waits to write."""
-
-    def __init__(self) -> None:
-        self.writers: list = []
-
-    def addWriter(self, writer) -> None:
-        if writer not in self.writers:  # as Twisted's reactors do
-            self.writers.append(writer)
-
-    def removeWriter(self, writer) -> None:
-        self.writers.remove(writer)
-
-    def addReader(self, reader) -> None:
-        pass
-
-    def removeReader(self, reader) -> None:
-        pass
-
-
-@pytest.fixture
-def connection():
-    from twisted.internet import tcp
-
-    write_through_tcp()
-    ours, theirs = socket.socketpair()
-    ours.setblocking(False)
-    theirs.settimeout(2)
-    reactor = RecordingReactor()
-    conn = tcp.Connection(ours, protocol=None, reactor=reactor)
-    conn.connected = True
-    yield conn, theirs, reactor
-    ours.close()
-    theirs.close()
-
-
-def read_exactly(sock, size: int) -> bytes:
-    got = bytearray()
-    while len(got) < size:
-        got += sock.recv(size - len(got))
-    return bytes(got)
-
-
-def test_a_write_with_nothing_waiting_is_sent_at_once_without_asking_the_reactor(connection):
-    conn, peer, reactor = connection
-    conn.write(b"frame one")
-    conn.write(b"frame two")
-    assert read_exactly(peer, 18) == b"frame oneframe two"
-    assert reactor.writers == []
-    assert conn._tempDataLen == 0
-
-
-def test_what_the_kernel_does_not_take_is_buffered_and_later_writes_queue_behind_it(connection):
-    conn, peer, reactor = connection
-    big = bytes(range(256)) * 40_000  # 10 MB: more than the socket buffers hold
-    conn.write(big)
-    assert reactor.writers == [conn]  # the rest waits for the socket to be writable
-    conn.write(b"after")  # must not overtake the buffered bytes
-    assert reactor.writers == [conn]
-    received = bytearray()
-    while len(received) < len(big) + 5:
-        conn.doWrite()  # what the reactor does when the socket is writable
-        received += peer.recv(1 << 20)
-    assert bytes(received) == big + b"after"
-    assert reactor.writers == []
-
-
-def test_a_write_to_a_lost_connection_goes_through_twisteds_buffered_path(connection):
-    conn, peer, reactor = connection
-    peer.close()
-    conn.write(b"x" * 100)  # may still be taken by the kernel
-    for _ in range(3):
-        conn.write(b"y" * 1_000_000)
-        if reactor.writers:
-            break
-    # The error is left to Twisted's doWrite, which reports the lost connection.
-    assert reactor.writers == [conn]
-    assert conn.doWrite() is not None
-
-
-def test_autobahn_builds_a_debug_log_label_only_when_the_message_is_written(monkeypatch):
-    import click
-    from autobahn import util
-    from autobahn.twisted import websocket as twisted_websocket
-    from autobahn.websocket import protocol
-
-    from realtime.daphne_compat import lazy_autobahn_log_labels
-
-    lazy_autobahn_log_labels()
-    lazy_autobahn_log_labels()  # twice is harmless
-
-    class Peer:
-        def sendData(self):
-            pass
-
-    peer = Peer()
-    expected = "{func} sent {n} bytes for {peer}".format(
-        func=util.hltype(peer.sendData), n=util.hlval(42), peer=util.hlval("tcp:127.0.0.1:1", color="green")
-    )
-    styled = []
-    real_style = click.style
-    monkeypatch.setattr(click, "style", lambda *a, **k: styled.append(a) or real_style(*a, **k))
-    for module in (protocol, twisted_websocket):
-        labels = dict(func=module.hltype(peer.sendData), n=module.hlval(42), peer=module.hlval("tcp:127.0.0.1:1", color="green"))
-        assert styled == []  # built, not formatted: a dropped debug message costs no colouring
-        assert "{func} sent {n} bytes for {peer}".format(**labels) == expected
-        assert styled
-        styled.clear()
-
-
-def _factory_logging_to(verbosity: int):
-    from daphne.http_protocol import HTTPFactory
-
-    factory = HTTPFactory(SimpleNamespace(verbosity=verbosity))
-    written = io.StringIO()
-    factory._logFile = written  # what Twisted's log would get
-    return factory, written
-
-
-def _finished_request() -> http.Request:
-    channel = SimpleNamespace(getPeer=lambda: None, getHost=lambda: None, transport=None)
-    request = http.Request(channel)
-    request.method, request.uri, request.clientproto, request.code, request.sentLength = b"POST", b"/api/notifications/", b"HTTP/1.1", 201, 2
-    request.getClientAddress = lambda: SimpleNamespace(host="127.0.0.1")
-    return request
-
-
-def test_at_verbosity_0_and_1_no_access_line_is_formatted():
-    skip_discarded_access_log()
-    skip_discarded_access_log()  # twice is harmless
-    for verbosity in (0, 1):
-        factory, written = _factory_logging_to(verbosity)
-        factory.log(object())  # returns before looking at the request at all
-        assert written.getvalue() == ""
-
-
-def test_at_verbosity_2_the_access_line_is_written_as_before():
-    skip_discarded_access_log()
-    factory, written = _factory_logging_to(2)
-    factory.log(_finished_request())
-    assert '"POST /api/notifications/ HTTP/1.1" 201 2' in written.getvalue()
-
-
-# --- Text frames written directly (direct_text_frames) ------------------------------------------
 
 
 def an_open_socket(**options):

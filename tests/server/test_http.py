@@ -1,10 +1,10 @@
-"""The HTTP side under ASGI: each request runs in one pooled thread (notifications_site/http.py)."""
+"""The HTTP side under ASGI: each request runs in one pooled thread (server/http.py)."""
 
 import orjson
 import pytest
 from asgiref.testing import ApplicationCommunicator
 
-from notifications_site.http import PooledASGIHandler
+from server.http import PooledASGIHandler
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,7 +45,7 @@ async def test_a_request_is_answered_from_a_pooled_thread(app):
 
 
 async def test_a_body_without_length_that_grows_past_the_limit_is_413_without_reading_the_rest(app, settings):
-    settings.INBOX_MAX_BODY_BYTES = 1000
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
     comm = ApplicationCommunicator(app, _scope("POST", "/api/notifications/", [(b"content-type", b"application/json")]))
     for _ in range(3):  # 1,200 bytes in chunks, no Content-Length (chunked upload)
         await comm.send_input({"type": "http.request", "body": b"x" * 400, "more_body": True})

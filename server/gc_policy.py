@@ -3,24 +3,22 @@ The server process' garbage collector: full collections scan what is new, not ev
 
 Every open WebSocket keeps a few hundred objects alive (daphne's and autobahn's protocol, Twisted's
 transport, the consumer and its tasks). Python starts a full collection whenever a quarter more
-objects than the last one left have reached the oldest generation, and with 5,000 sockets in a
-process each full collection walks all of them: up to 0.8-0.9 s with everything stopped, 20 times
-in two minutes of bench/ (connect storm, broadcasts, directed sends; bench/README.md, finding 25). Most of
-what reaches the oldest generation in between is short-lived (a broadcast's notifications live a
-second or two) and is freed by reference counting anyway.
+objects than the last one left have reached the oldest generation, and with thousands of sockets in
+a process each full collection walks all of them, with everything stopped (bench/JOURNAL.md,
+finding 25). Most of what reaches the oldest generation in between is short-lived (a broadcast's
+notifications live a second or two) and is freed by reference counting anyway.
 
 After each full collection, what survived it is frozen (``gc.freeze``): it stays alive as long as
 it is referenced, but later collections do not walk it, so a full collection costs what is new
 since. Cyclic garbage among frozen objects (the cycles of a socket that has since closed) is only
 found by a full collection of everything, so the freeze is undone before one is needed: when the
-frozen objects have grown by ``growth`` (settings: 0.25, a quarter more; doubled up to 1.0 while such
-collections find little garbage) since the last collection of everything, or ``full_every`` seconds
-have passed since it. Memory held by such garbage is thus
-bounded, but not small: sockets opened and closed in rounds of 5,000 (bench/ ``churn``) raised the
-servers' RSS to a plateau 39-48 % above the first round, against 2 % without the freeze
-(bench/README.md, findings 25 and 29).
-A process whose sockets stay open pays a long pause only when its heap has grown by that much,
-instead of every few seconds; one whose sockets come and go pays about as often as before.
+frozen objects have grown by ``growth`` (SERVER["GC_FREEZE_GROWTH"]: a quarter more; doubled up to
+1.0 while such collections find little garbage) since the last collection of everything, or
+``full_every`` seconds (SERVER["GC_FULL_EVERY_SECONDS"]) have passed since it. Memory held by such
+garbage is thus bounded, but not small when sockets come and go in rounds (bench/JOURNAL.md,
+findings 25 and 29). A process whose sockets stay open pays a long pause only when its heap has
+grown by that much, instead of every few seconds; one whose sockets come and go pays about as often
+as before.
 """
 
 from __future__ import annotations
@@ -30,6 +28,8 @@ import logging
 import threading
 import time
 
+from .conf import server_setting
+
 logger = logging.getLogger(__name__)
 
 
@@ -38,13 +38,13 @@ class FreezeSurvivors:
     # doubles the growth allowed before the next one (up to MAX_GROWTH); one that found more brings
     # it back to ``growth``. A connect storm grows the frozen objects with live sockets only: walking
     # them again at every quarter of growth finds nothing and pauses the process for up to 0.8 s,
-    # which then lands on whatever comes next (bench/README.md, finding 29).
+    # which then lands on whatever comes next (bench/JOURNAL.md, finding 29).
     LITTLE_GARBAGE = 0.05
     MAX_GROWTH = 1.0
     # Counting the frozen objects (gc.get_freeze_count) walks all of them: 10 ms for the 100,000
     # a server holds after startup in-process, 20-136 ms in a server as they grew to a million.
     # Full collections of what is new come every few seconds under load; counting at each was 2.9 %
-    # of the servers' samples in a bulk send and stalled broadcasts (bench/README.md, finding 36).
+    # of the servers' samples in a bulk send and stalled broadcasts (bench/JOURNAL.md, finding 36).
     # So the policy keeps a bound instead: the frozen objects still alive are at most those of the
     # last count plus all frozen since (each freeze adds the survivors of its collection, which
     # sit in the oldest generation then: a walk of those only). It counts only when that bound
@@ -127,9 +127,16 @@ _installed: FreezeSurvivors | None = None
 
 
 def install(*, growth: float, full_every: float) -> FreezeSurvivors:
-    """Called once in the server process (notifications_site/asgi.py)."""
+    """The process' policy, installed on the first call; later calls return it unchanged."""
     global _installed
     if _installed is None:
         _installed = FreezeSurvivors(growth=growth, full_every=full_every)
         _installed.install()
     return _installed
+
+
+def install_from_settings() -> FreezeSurvivors | None:
+    """The policy the SERVER settings ask for (GC_FREEZE), installed; None when it is off."""
+    if not server_setting("GC_FREEZE"):
+        return None
+    return install(growth=server_setting("GC_FREEZE_GROWTH"), full_every=server_setting("GC_FULL_EVERY_SECONDS"))

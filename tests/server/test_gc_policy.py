@@ -5,7 +5,7 @@ import weakref
 
 import pytest
 
-from notifications_site.gc_policy import FreezeSurvivors
+from server.gc_policy import FreezeSurvivors
 
 
 class Clock:

@@ -7,7 +7,7 @@ from django.db import connection, connections, transaction
 
 from inbox import services
 from inbox.models import Notification
-from notifications_site.sqlite_backend import base as sqlite_backend
+from server.db.sqlite import base as sqlite_backend
 
 pytestmark = pytest.mark.skipif(
     connection.vendor != "sqlite", reason="the SQLite backend only; PostgreSQL orders writers with advisory locks"
@@ -35,7 +35,7 @@ def test_concurrent_sends_from_many_threads_all_commit_and_leave_the_write_lock_
 
     assert errors == []
     assert Notification.objects.filter(recipient=alice).count() == 80
-    assert not sqlite_backend._write_lock.locked()
+    assert not sqlite_backend.write_lock.locked()
 
 
 def test_a_rolled_back_transaction_releases_the_write_lock(transactional_db, make_user):
@@ -43,9 +43,9 @@ def test_a_rolled_back_transaction_releases_the_write_lock(transactional_db, mak
     with pytest.raises(RuntimeError):
         with transaction.atomic():
             services.notification_create(recipients=[alice], title="rolled back")
-            assert sqlite_backend._write_lock.locked()
+            assert sqlite_backend.write_lock.locked()
             raise RuntimeError("boom")
-    assert not sqlite_backend._write_lock.locked()
+    assert not sqlite_backend.write_lock.locked()
     assert not Notification.objects.exists()
 
 
@@ -53,9 +53,9 @@ def test_closing_a_connection_inside_a_transaction_releases_the_write_lock(trans
     transaction.set_autocommit(False)
     try:
         connection._start_transaction_under_autocommit()
-        assert sqlite_backend._write_lock.locked()
+        assert sqlite_backend.write_lock.locked()
         connection.close()
-        assert not sqlite_backend._write_lock.locked()
+        assert not sqlite_backend.write_lock.locked()
     finally:
         connection.connect()
 
@@ -63,7 +63,7 @@ def test_closing_a_connection_inside_a_transaction_releases_the_write_lock(trans
 def test_a_writer_that_waits_too_long_gets_database_is_locked_not_a_hang(transactional_db):
     from django.db import OperationalError
 
-    sqlite_backend._write_lock.acquire()
+    sqlite_backend.write_lock.acquire()
     try:
         options = connection.settings_dict.setdefault("OPTIONS", {})
         saved = options.get("timeout")
@@ -75,6 +75,15 @@ def test_a_writer_that_waits_too_long_gets_database_is_locked_not_a_hang(transac
         finally:
             options["timeout"] = saved
     finally:
-        sqlite_backend._write_lock.release()
+        sqlite_backend.write_lock.release()
     with transaction.atomic():  # and the connection is usable afterwards
         assert Notification.objects.count() == 0
+
+
+def test_bulk_inserts_use_sqlites_real_variable_limit_not_djangos_999(db):
+    import sqlite3
+
+    connection.ensure_connection()
+    limit = connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    assert connection.features.max_query_params == limit
+    assert limit > 999  # SQLite >= 3.32: a 1,000-recipient send is one INSERT
