@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from . import directory
 from .models import Notification
+from .store import bigint_array
 
 User = get_user_model()
 
@@ -91,14 +92,6 @@ class Recipient(NamedTuple):
 
     pk: int
     username: str
-
-
-def bigint_array(ids: Iterable[int]) -> str:
-    """
-    PostgreSQL's text form of an array of integers, for a ``%s::bigint[]`` parameter: psycopg
-    adapts a Python list of 10,000 ints element by element, in Python.
-    """
-    return "{" + ",".join(str(int(i)) for i in ids) + "}"
 
 
 def user_resolve_recipients(*, refs: Sequence[int | str]) -> tuple[list, list[int | str]]:

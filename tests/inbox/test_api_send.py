@@ -140,7 +140,7 @@ def test_sending_to_many_recipients_is_one_bulk_write(sender_client):
     few = _send_to(sender_client, users[:10])
     many = _send_to(sender_client, users[10:])
     assert len(many) == len(few), "\n".join(q["sql"][:200] for q in many.captured_queries)
-    # PostgreSQL: one call of the insert function (migration 0002); SQLite: one INSERT.
+    # PostgreSQL: one call of the insert function (inbox/store/sql/notification_insert.sql); SQLite: one INSERT.
     writes = [
         q for q in many.captured_queries
         if "INSERT INTO \"inbox_notification\"" in q["sql"] or "inbox_notification_insert(" in q["sql"]

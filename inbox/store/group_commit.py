@@ -3,8 +3,8 @@ Group commit: the writes that threads of one process ask for while another write
 made together, by one of them, in one call.
 
 A send's cost in PostgreSQL is mostly per statement and transaction, not per row: the function's
-statements, the locks, the commit (bench/README.md, finding 53). Under load the HTTP threads of a
-server process (notifications_site/http.py) queue here while one of them writes; when its write
+statements, the locks, the commit (bench/JOURNAL.md, finding 53). Under load the HTTP threads of a
+server process (server/http.py) queue here while one of them writes; when its write
 returns, it hands what queued meanwhile, as one batch of up to ``max_batch``, to the oldest waiter,
 which writes it. Nobody waits for a batch to fill: with nobody writing, a write goes straight
 through, alone. A waiter still queued after ``stall_seconds`` (the write in flight waits for a lock

@@ -1,5 +1,5 @@
 """
-Group commit (inbox/group_commit.py): writes asked for while another is in flight are made
+Group commit (inbox/store/group_commit.py): writes asked for while another is in flight are made
 together by one thread, and each thread gets its own answer. First the mechanism with plain
 Python writes, then the sends it batches on PostgreSQL.
 """
@@ -14,8 +14,9 @@ from django.db import DataError, OperationalError, connection, connections
 from django.utils import timezone
 
 from inbox import selectors, services
-from inbox.group_commit import RETRY_ALONE, GroupCommit
 from inbox.models import Notification
+from inbox.store import NewSend, postgres
+from inbox.store.group_commit import RETRY_ALONE, GroupCommit
 
 
 def wait_until(condition, timeout=10):
@@ -161,11 +162,9 @@ postgresql_only = pytest.mark.skipif(connection.vendor != "postgresql", reason="
 
 
 def _send(recipient, title, *, sender=None, now=None, expires_at=None, data=None):
-    fields = dict(category="ops", title=title, message="M " + title, data=data or {}, link="", expires_at=expires_at)
-    now = now or timezone.now()
-    return services._Send(
-        template=services._unsaved(sender=sender, created_at=now, **fields),
-        recipients=[recipient], recipient_ids=[recipient.pk], sender=sender, now=now, **fields,
+    return NewSend(
+        recipient_ids=[recipient.pk], sender_id=sender.pk if sender is not None else None, category="ops", title=title,
+        message="M " + title, data=data or {}, link="", created_at=now or timezone.now(), expires_at=expires_at,
     )
 
 
@@ -180,7 +179,7 @@ def test_on_postgresql_sends_written_together_each_get_their_own_row_id_and_unre
         _send(alice, "c", expires_at=now - timedelta(seconds=1), now=now),
         _send(alice, "d"),
     ]
-    written = services._insert_rows_postgresql(sends)
+    written = postgres.insert_rows(sends)
 
     ids = [ids[0] for ids, _ in written]
     assert [counts for _, counts in written] == [{alice.pk: 3}, {bob.pk: 1}, {alice.pk: 3}, {alice.pk: 4}]
@@ -198,10 +197,10 @@ def test_on_postgresql_a_batch_naming_a_deactivated_recipient_stores_nothing_and
     bob.is_active = False
     bob.save()
     with pytest.raises(Exception) as refused:
-        services._insert_rows_postgresql([_send(alice, "a"), _send(bob, "b")])
-    assert refused.value.__cause__.sqlstate == services.INACTIVE_RECIPIENTS_SQLSTATE
+        postgres.insert_rows([_send(alice, "a"), _send(bob, "b")])
+    assert refused.value.__cause__.sqlstate == postgres.INACTIVE_RECIPIENTS_SQLSTATE
     assert refused.value.__cause__.diag.message_detail == str(bob.pk)
-    assert services._group_commit_error(refused.value) is RETRY_ALONE
+    assert postgres.batch_error(refused.value) is RETRY_ALONE
     assert Notification.objects.count() == 0
 
 
@@ -221,7 +220,7 @@ def _django_error(cls, psycopg_cls, message):
     ids=["no answer", "57P01 terminated", "08P01 from a proxy"],
 )
 def test_a_lost_connection_fails_every_send_of_its_batch_with_an_error_of_its_own_instead_of_writing_again(error):
-    answer = services._group_commit_error(error)
+    answer = postgres.batch_error(error)
     assert isinstance(answer, OperationalError) and answer is not error and answer.args == error.args
 
 
@@ -231,16 +230,16 @@ def test_a_lost_connection_fails_every_send_of_its_batch_with_an_error_of_its_ow
         _django_error(OperationalError, psycopg.errors.LockNotAvailable, "canceling statement due to lock timeout"),
         _django_error(OperationalError, psycopg.errors.DeadlockDetected, "deadlock detected"),
         DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes"),
-        services._BatchNotSent(TypeError("Type is not JSON serializable: object")),
+        postgres.BatchNotSent(TypeError("Type is not JSON serializable: object")),
     ],
     ids=["55P03 lock timeout", "40P01 deadlock", "not sendable", "not built"],
 )
 def test_a_batch_refused_or_never_sent_stored_nothing_so_each_of_its_sends_is_written_alone(error):
-    assert services._group_commit_error(error) is RETRY_ALONE
+    assert postgres.batch_error(error) is RETRY_ALONE
 
 
 def test_any_other_failure_of_a_batch_fails_each_send_without_writing_again():
-    assert isinstance(services._group_commit_error(KeyError("bug")), RuntimeError)
+    assert isinstance(postgres.batch_error(KeyError("bug")), RuntimeError)
 
 
 def test_when_on_error_itself_fails_every_waiter_still_gets_an_answer():
@@ -258,8 +257,8 @@ def test_when_on_error_itself_fails_every_waiter_still_gets_an_answer():
 @postgresql_only
 @pytest.mark.django_db(transaction=True)
 def test_on_postgresql_a_batch_whose_parameters_cannot_be_built_sends_nothing(alice):
-    with pytest.raises(services._BatchNotSent):
-        services._insert_rows_postgresql([_send(alice, "a"), _send(alice, "b", data={"x": object()})])
+    with pytest.raises(postgres.BatchNotSent):
+        postgres.insert_rows([_send(alice, "a"), _send(alice, "b", data={"x": object()})])
     assert Notification.objects.count() == 0
 
 
@@ -270,10 +269,10 @@ def test_on_postgresql_a_batch_that_gets_no_connection_sends_nothing_so_each_sen
         raise OperationalError("couldn't get a connection after 3.00 sec")
 
     monkeypatch.setattr(connection, "ensure_connection", no_connection)
-    with pytest.raises(services._BatchNotSent) as not_sent:
-        services._insert_rows_postgresql([_send(alice, "a"), _send(alice, "b")])
+    with pytest.raises(postgres.BatchNotSent) as not_sent:
+        postgres.insert_rows([_send(alice, "a"), _send(alice, "b")])
     monkeypatch.undo()
-    assert services._group_commit_error(not_sent.value) is RETRY_ALONE
+    assert postgres.batch_error(not_sent.value) is RETRY_ALONE
     assert Notification.objects.count() == 0
 
 
@@ -290,7 +289,7 @@ def test_on_postgresql_a_lone_send_that_gets_no_connection_fails_with_that_error
     with pytest.raises(OperationalError, match="couldn't get a connection") as failed:
         services.notification_create(recipients=[alice], title="alone")
     monkeypatch.undo()
-    assert not isinstance(failed.value, services._BatchNotSent)
+    assert not isinstance(failed.value, postgres.BatchNotSent)
     assert len(attempts) == 1  # one wait for the pool, not a second one "alone"
     assert Notification.objects.count() == 0
 
@@ -304,7 +303,7 @@ def test_on_postgresql_a_recipient_locked_elsewhere_holds_only_its_own_send_not_
     other = connections.create_connection("default")
     other.set_autocommit(False)
     with other.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [services._LOCK_NAMESPACE, services._lock_buckets([bob.pk])[0]])
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [postgres.LOCK_NAMESPACE, postgres.lock_buckets([bob.pk])[0]])
     held_first_batch.waiting = 2
     results = {}
     try:
@@ -327,10 +326,10 @@ def test_on_postgresql_a_recipient_locked_elsewhere_holds_only_its_own_send_not_
 @pytest.fixture
 def held_first_batch(monkeypatch):
     """Group commit's first write waits until ``held_first_batch.waiting`` sends have queued behind it."""
-    committer = services._group_commit
+    committer = postgres.group_commit()
     if committer is None:
-        pytest.skip("INBOX["GROUP_COMMIT_MAX"] is 1: sends are written alone")
-    held = Gate(lambda: committer, waiting=0, write=committer._write, label=lambda send: send.title)
+        pytest.skip('INBOX["GROUP_COMMIT_MAX"] is 1: sends are written alone')
+    held = Gate(lambda: committer, waiting=0, write=committer._write, label=lambda pending: pending.send.title)
     monkeypatch.setattr(committer, "_write", held)
     monkeypatch.setattr(committer, "stall_seconds", 30)
     return held
@@ -350,7 +349,7 @@ def _concurrent_sends(sends):
 
     threads = [threading.Thread(target=send, args=s) for s in sends]
     threads[0].start()
-    wait_until(lambda: services._group_commit._writers)
+    wait_until(lambda: postgres.group_commit()._writers)
     for t in threads[1:]:
         t.start()
     for t in threads:

@@ -1,0 +1,63 @@
+"""
+PostgreSQL only: the two functions a send is written with, ``inbox_notification_insert()`` (a send
+alone) and ``inbox_notification_insert_rows()`` (group commit's batches), created from frozen copies
+(sql/0002_*.sql) of their canonical definitions in inbox/store/sql/, which say what each does and
+why. SQLite has no such functions and needs none (inbox/store/sqlite.py).
+
+This replaces 0002-0006, which built the same functions step by step: a database that applied
+those already has them and sees this migration as applied. A later change to a function copies
+the new canonical file to sql/<its number>_*.sql and loads it in a migration of its own; these
+copies stay as they are (tests/inbox/store/test_sql.py compares the database with the canonical files).
+"""
+
+from pathlib import Path
+
+from django.conf import settings
+from django.db import migrations
+
+SQL = Path(__file__).resolve().parent / "sql"
+FILES = ("0002_notification_insert.sql", "0002_notification_insert_rows.sql")
+
+DROP = (
+    "DROP FUNCTION IF EXISTS inbox_notification_insert_rows(bigint[], integer, integer[], bigint[], text[], text[], "
+    "text[], jsonb[], text[], timestamptz[], timestamptz[], timestamptz, text)",
+    "DROP FUNCTION IF EXISTS inbox_notification_insert(bigint[], integer, integer[], bigint, text, text, text, jsonb, "
+    "text, timestamptz, timestamptz)",
+)
+
+
+def create_functions(apps, schema_editor):
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    quote = schema_editor.quote_name
+    tables = {
+        "users": quote(apps.get_model(settings.AUTH_USER_MODEL)._meta.db_table),
+        "notifications": quote(apps.get_model("inbox", "Notification")._meta.db_table),
+    }
+    for name in FILES:
+        # params=None: the file's text goes as it is, without placeholders (a "%" in a comment).
+        schema_editor.execute((SQL / name).read_text().format(**tables), params=None)
+
+
+def drop_functions(apps, schema_editor):
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    for statement in DROP:
+        schema_editor.execute(statement)
+
+
+class Migration(migrations.Migration):
+    replaces = [
+        ("inbox", "0002_notification_insert_function"),
+        ("inbox", "0003_notification_insert_counts_per_recipient"),
+        ("inbox", "0004_notification_insert_without_sequential_scans"),
+        ("inbox", "0005_notification_insert_rows_function"),
+        ("inbox", "0006_notification_insert_rows_generic_plans"),
+    ]
+
+    dependencies = [
+        ("inbox", "0001_initial"),
+        migrations.swappable_dependency(settings.AUTH_USER_MODEL),
+    ]
+
+    operations = [migrations.RunPython(create_functions, drop_functions, elidable=False)]

@@ -1,0 +1,37 @@
+"""
+The path of a send on any database but PostgreSQL (SQLite): the ORM, in one transaction. An
+IMMEDIATE transaction holds SQLite's write lock from BEGIN to COMMIT, so ids are allocated in
+commit order without the advisory locks of the PostgreSQL path.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+
+# The module, not the function: inbox.selectors imports this package (bigint_array).
+from .. import selectors
+from ..models import Notification
+from .base import Announce, InactiveRecipients, NewSend
+
+
+def insert_notifications(send: NewSend, *, announce: Announce) -> tuple[list[int], dict[int, int]]:
+    """The ORM path of ``inbox.store.insert_notifications``: check, bulk insert, count, then announce."""
+    recipient_ids = send.recipient_ids
+    with transaction.atomic():
+        active = set(get_user_model().objects.filter(pk__in=recipient_ids, is_active=True).values_list("pk", flat=True))
+        if not active.issuperset(recipient_ids):
+            raise InactiveRecipients([rid for rid in recipient_ids if rid not in active])
+        rows = [
+            Notification(
+                recipient_id=rid, sender_id=send.sender_id, category=send.category, title=send.title,
+                message=send.message, data=send.data, link=send.link, created_at=send.created_at,
+                expires_at=send.expires_at,
+            )
+            for rid in recipient_ids
+        ]
+        created = Notification.objects.bulk_create(rows, batch_size=2000)
+        unread = selectors.notification_unread_counts(user_ids=[n.recipient_id for n in created])
+    ids = [n.id for n in created]
+    announce(send, ids, unread)
+    return ids, unread
