@@ -12,6 +12,9 @@ marker key on every Redis shard of the layer (setting it when missing). When the
 (Redis down or not answering within REALTIME['SEND_TIMEOUT']) or a marker changed (the data was
 lost; another process already set a new marker), it closes every socket of this process with 1012.
 Clients reconnect, join their group again and catch up from the database: nothing is lost.
+
+It reads channels-redis' ``ring_size``, ``connection(index)`` and ``prefix`` (listed with the
+layer's other channels-redis internals in realtime/layers/compat.py).
 """
 
 from __future__ import annotations
@@ -22,13 +25,12 @@ import uuid
 import weakref
 
 from channels.layers import get_channel_layer
-from django.conf import settings
 
-from .layers import wait_reply
+from .conf import realtime_setting
+from .layers.replies import wait_reply
+from .protocol import CLOSE_SERVICE_RESTART
 
 logger = logging.getLogger(__name__)
-
-CLOSE_SERVICE_RESTART = 1012
 
 _sockets: weakref.WeakSet = weakref.WeakSet()
 _task: asyncio.Task | None = None
@@ -69,9 +71,9 @@ async def _watch(layer) -> None:
     key = f"{layer.prefix}:inbox.layer-epoch"
     known: tuple | None = None
     while True:
-        await asyncio.sleep(settings.REALTIME["LAYER_CHECK_SECONDS"])
+        await asyncio.sleep(realtime_setting("LAYER_CHECK_SECONDS"))
         try:
-            values = await wait_reply(_markers(layer, key), settings.REALTIME["SEND_TIMEOUT"])
+            values = await wait_reply(_markers(layer, key), realtime_setting("SEND_TIMEOUT"))
         except asyncio.CancelledError:
             raise
         except Exception as exc:

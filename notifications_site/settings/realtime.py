@@ -8,7 +8,7 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            # RedisChannelLayer plus one pipelined call for many groups (realtime/layers.py).
+            # RedisChannelLayer plus one pipelined call for many groups (realtime/layers/redis.py).
             "BACKEND": "realtime.layers.BatchingRedisChannelLayer",
             "CONFIG": {
                 "hosts": [

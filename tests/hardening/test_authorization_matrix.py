@@ -22,7 +22,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from inbox.models import Notification
-from realtime import fanout
+from realtime import publisher
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -169,7 +169,7 @@ async def test_user_a_never_touches_b_through_any_rest_route(world, case):
     if "/api/me/" in path:
         assert response.json()["id"] == world["alice"].pk
     assert await database_sync_to_async(snapshot)(world["bob"]) == before, "B's notifications changed"
-    await fanout.drain()
+    await publisher.drain()
     assert await b_socket.receive_nothing(0.1), "something A did reached B's socket"
     assert not await database_sync_to_async(Notification.objects.filter(title__in=["from A", "forged", "mine now"]).exists)()
     await b_socket.disconnect()
@@ -191,7 +191,7 @@ async def test_user_a_never_touches_b_through_any_websocket_frame(world, frame, 
         if f["type"] == "notification.created":
             assert f["notification"]["recipient"] == world["alice"].pk
     assert await database_sync_to_async(snapshot)(world["bob"]) == before, "B's notifications changed"
-    await fanout.drain()
+    await publisher.drain()
     assert await b_socket.receive_nothing(0.1), "something A did reached B's socket"
     await a_socket.disconnect()
     await b_socket.disconnect()

@@ -28,7 +28,7 @@ from rest_framework.test import APIClient
 
 from inbox import services
 from inbox.models import Notification
-from realtime import fanout
+from realtime import publisher
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,7 +45,7 @@ class InboxMachine(RuleBasedStateMachine):
         super().__init__()
         self.loop = asyncio.new_event_loop()
         channel_layers.backends.clear()
-        fanout.unbind_loop()
+        publisher.unbind_loop()
         Notification.objects.filter(recipient__in=[self.user, self.other]).delete()
         self.ws: WebsocketCommunicator | None = None
         self.view: dict[int, bool] = {}  # id -> read, as the client knows it
@@ -63,7 +63,7 @@ class InboxMachine(RuleBasedStateMachine):
     def teardown(self):
         if self.ws is not None:
             self.run(self.ws.disconnect())
-        fanout.unbind_loop()
+        publisher.unbind_loop()
         self.loop.run_until_complete(asyncio.sleep(0))
         self.loop.close()
 
@@ -115,7 +115,7 @@ class InboxMachine(RuleBasedStateMachine):
         for _ in range(2):
             await self.ws.send_json_to({"type": "ping"})
             await self.frames_until("pong")
-            await fanout.drain()
+            await publisher.drain()
             await asyncio.sleep(0)
         await self.ws.send_json_to({"type": "ping"})
         await self.frames_until("pong")

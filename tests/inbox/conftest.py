@@ -8,8 +8,8 @@ import pytest
 
 class PushedEvents(list):
     """
-    Every (user id, frame) that realtime.fanout handed to the channel layer, in order: the frame
-    (decoded) is what each open socket of that user is sent. ``messages`` keeps the layer messages.
+    Every (user id, frame) that the WebSocket backend published, in order: the frame (decoded) is
+    what each open socket of that user is sent. ``messages`` keeps the layer messages.
     """
 
     def __init__(self) -> None:
@@ -31,13 +31,13 @@ class PushedEvents(list):
 @pytest.fixture
 def pushed(monkeypatch):
     """
-    Record the fan-out instead of sending it: ``realtime.fanout._dispatch`` is the single point
+    Record the fan-out instead of sending it: ``realtime.publisher.publish`` is the single point
     where events leave the process (Zulip's capture_send_event_calls does the same).
     """
-    from realtime import fanout
+    from realtime import publisher
 
     events = PushedEvents()
-    monkeypatch.setattr(fanout, "_dispatch", events.record)
+    monkeypatch.setattr(publisher, "publish", events.record)
     return events
 
 

@@ -25,8 +25,10 @@ from channels.testing import WebsocketCommunicator
 from django.db import connections
 
 from inbox import services
-from realtime import fanout
+from realtime import publisher
 from tests import services as ext
+
+from . import recording_layer
 
 ORIGIN = b"http://127.0.0.1"
 WS_PATH = "/ws/notifications/"
@@ -78,9 +80,9 @@ class Socket(WebsocketCommunicator):
 def fresh_channel_layers():
     """No layer instance or fan-out publisher survives from one test to the next."""
     channel_layers.backends.clear()
-    fanout.unbind_loop()
+    publisher.unbind_loop()
     yield
-    fanout.unbind_loop()
+    publisher.unbind_loop()
     channel_layers.backends.clear()
 
 
@@ -146,7 +148,7 @@ async def socket_factory(token_for):
         # its first connection (CPython gh-86296); the communicator then cancels a second time.
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await sock.disconnect(timeout=0.5)
-    fanout.unbind_loop()
+    publisher.unbind_loop()
     channel = get_channel_layer()
     if hasattr(channel, "close_pools"):
         with contextlib.suppress(Exception):
@@ -189,10 +191,25 @@ def send():
 async def group_members(group: str) -> list[str]:
     """The channels in a group, from whichever layer is configured."""
     layer = get_channel_layer()
-    if hasattr(layer, "_group_key"):
+    if hasattr(layer, "group_key"):
         conn = layer.connection(layer.consistent_hash(group))
-        return [m.decode() for m in await conn.zrange(layer._group_key(group), 0, -1)]
+        return [m.decode() for m in await conn.zrange(layer.group_key(group), 0, -1)]
     return list(layer.groups.get(group, {}))
+
+
+@pytest.fixture
+def calls(settings, redis_url):
+    """The production layer on the real Redis, recording each send call the publisher makes."""
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "tests.realtime.recording_layer.RecordingLayer",
+            "CONFIG": {"hosts": [redis_url], "prefix": f"test-{uuid.uuid4().hex[:8]}"},
+        }
+    }
+    channel_layers.backends.clear()
+    recording_layer.CALLS.clear()
+    yield recording_layer.CALLS
+    recording_layer.CALLS.clear()
 
 
 # --- A private Redis the test may stop and start -----------------------------------------------

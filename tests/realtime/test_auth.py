@@ -11,7 +11,7 @@ from django.conf import settings
 from django.utils import timezone
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
-from realtime.fanout import group_for_user
+from realtime.publisher import group_for_user
 
 from .conftest import group_members
 

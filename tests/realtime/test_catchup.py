@@ -12,7 +12,7 @@ from django.utils import timezone
 from inbox import services
 from inbox.models import Notification
 from inbox.payloads import notification_payload
-from realtime import fanout
+from realtime import protocol, publisher
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -127,7 +127,7 @@ async def test_a_live_event_already_sent_by_the_catch_up_is_skipped(ws, send, al
     # join-first order creates): the client must not see it twice.
     row = await database_sync_to_async(Notification.objects.select_related("sender").get)(pk=ids[1])
     layer = get_channel_layer()
-    await layer.group_send(fanout.group_for_user(alice.pk), fanout.created_event(notification_payload(row), 2))
+    await layer.group_send(publisher.group_for_user(alice.pk), protocol.created_message(notification_payload(row), 2))
     assert await sock.silent()
     [newer] = await send(alice)
     frame = await sock.frame()
@@ -142,14 +142,14 @@ async def test_events_of_a_process_of_the_earlier_version_still_reach_the_socket
     assert ids_of(frames) == ids[1:]
     rows = await database_sync_to_async(list)(Notification.objects.select_related("sender").filter(pk__in=ids).order_by("pk"))
     layer = get_channel_layer()
-    group = fanout.group_for_user(alice.pk)
-    covered = {"type": fanout.NOTIFICATION_CREATED, "notification": notification_payload(rows[1]), "unread": 2}
+    group = publisher.group_for_user(alice.pk)
+    covered = {"type": protocol.NOTIFICATION_CREATED, "notification": notification_payload(rows[1]), "unread": 2}
     await layer.group_send(group, covered)
     assert await sock.silent()  # the catch-up sent it
-    resent = {"type": fanout.NOTIFICATION_CREATED, "notification": notification_payload(rows[0]), "unread": 2, "resend": True}
+    resent = {"type": protocol.NOTIFICATION_CREATED, "notification": notification_payload(rows[0]), "unread": 2, "resend": True}
     await layer.group_send(group, resent)
     assert await sock.frame() == {"type": "notification.created", "notification": notification_payload(rows[0]), "unread": 2}
-    await layer.group_send(group, {"type": fanout.NOTIFICATION_READ, "ids": [ids[0]], "read": True, "unread": 1})
+    await layer.group_send(group, {"type": protocol.NOTIFICATION_READ, "ids": [ids[0]], "read": True, "unread": 1})
     assert await sock.frame() == {"type": "notification.read", "ids": [ids[0]], "read": True, "unread": 1}
 
 

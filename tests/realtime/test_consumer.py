@@ -17,7 +17,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 
 from inbox import services
 from inbox.models import Notification
-from realtime.fanout import group_for_user
+from realtime.publisher import group_for_user
 
 from .conftest import group_members
 

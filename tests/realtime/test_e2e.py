@@ -118,7 +118,7 @@ async def test_the_publisher_batches_sends_under_daphne(daphne_factory, private_
         assert status == 201
         for pk, ws in sockets.items():
             assert (await recv_json(ws))["notification"]["recipient"] == pk
-    # One script call names the three group keys, reads their members and pushes (bench/README.md, finding 52).
+    # One script call names the three group keys, reads their members and pushes (bench/JOURNAL.md, finding 52).
     scripts = private_redis.client_commands(lines, "eval")
     assert len(scripts) == 1, scripts
     assert "ZRANGE" in scripts[0] and "ZADD" in scripts[0], scripts

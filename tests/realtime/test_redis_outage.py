@@ -43,7 +43,7 @@ async def test_a_socket_that_cannot_join_its_group_is_accepted_then_closed_with_
 
 async def test_a_send_while_redis_is_down_is_stored_and_arrives_by_catch_up(private_redis_layer, socket_factory, send, alice, caplog):
     private_redis_layer.stop()
-    with caplog.at_level(logging.WARNING, logger="realtime.fanout"):
+    with caplog.at_level(logging.WARNING, logger="realtime.publisher"):
         created = [(await send(alice, title=f"#{i}"))[0].id for i in range(3)]
     assert "not sent" in caplog.text
     private_redis_layer.start()

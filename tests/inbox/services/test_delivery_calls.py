@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from inbox import services
 from inbox.models import Notification
-from realtime import fanout
+from realtime import publisher
 from tests.factories import make_notification, make_notifications
 
 
@@ -167,10 +167,10 @@ def test_an_expired_notification_is_stored_but_not_pushed(alice, pushed, django_
 
 
 def test_a_failing_channel_layer_never_fails_the_send(sender_client, alice, monkeypatch, django_capture_on_commit_callbacks):
-    def broken(events):
+    async def broken(events):
         raise ConnectionError("Redis is down")
 
-    monkeypatch.setattr(fanout, "_dispatch", broken)
+    monkeypatch.setattr(publisher, "send_now", broken)
     with django_capture_on_commit_callbacks(execute=True):
         response = sender_client.post("/api/notifications/", {"recipient": "alice", "title": "Hi"}, format="json")
     assert response.status_code == 201
@@ -178,4 +178,4 @@ def test_a_failing_channel_layer_never_fails_the_send(sender_client, alice, monk
 
 
 def test_events_go_to_the_recipients_group(alice):
-    assert fanout.group_for_user(alice.pk) == f"inbox.user.{alice.pk}"
+    assert publisher.group_for_user(alice.pk) == f"inbox.user.{alice.pk}"

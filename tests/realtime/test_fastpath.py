@@ -1,6 +1,7 @@
 """
-A live event reaches an idle socket on the channel layer pump's turn (NotificationConsumer.handle_now),
-without waking the consumer's task; anything else waits in the consumer's queue, in order.
+realtime.fastpath: a live event reaches an idle socket on the channel layer pump's turn
+(FastPathConsumerMixin.handle_now, as NotificationConsumer has it), without waking the consumer's
+task; anything else waits in the consumer's queue, in order.
 """
 
 from __future__ import annotations
@@ -10,17 +11,18 @@ import time
 
 import pytest
 
-from realtime import fanout
-from realtime.consumers import NotificationConsumer, _SendInProgress
+from realtime import protocol, publisher
+from realtime.consumers import NotificationConsumer
+from realtime.fastpath import SendInProgress
 
 
 def created(notification_id: int, **extra) -> dict:
     payload = {"id": notification_id, "title": f"n{notification_id}"}
-    return fanout.created_event(payload, unread=1, **extra)
+    return protocol.created_message(payload, unread=1, **extra)
 
 
 def read(ids) -> dict:
-    return {"type": fanout.NOTIFICATION_READ, "frame": f'{{"type":"notification.read","ids":{list(ids)}}}'}
+    return {"type": protocol.NOTIFICATION_READ, "frame": f'{{"type":"notification.read","ids":{list(ids)}}}'}
 
 
 class Sent(list):
@@ -36,7 +38,7 @@ def an_idle_consumer(send, **state) -> NotificationConsumer:
     consumer.base_send = send
     consumer.inbox = asyncio.Queue()
     consumer.idle = True
-    consumer.group = fanout.group_for_user(1)
+    consumer.group = publisher.group_for_user(1)
     consumer.high_water = 10
     consumer.token_exp = None
     consumer.__dict__.update(state)
@@ -46,7 +48,7 @@ def an_idle_consumer(send, **state) -> NotificationConsumer:
 async def test_an_idle_socket_sends_a_live_event_at_once_without_queueing_it():
     sent = Sent()
     consumer = an_idle_consumer(sent)
-    for event in (created(11), read([11]), {"type": fanout.NOTIFICATION_DELETED, "frame": '{"type":"notification.deleted"}'}):
+    for event in (created(11), read([11]), {"type": protocol.NOTIFICATION_DELETED, "frame": '{"type":"notification.deleted"}'}):
         assert consumer.handle_now(event) is True
     assert sent == [created(11)["frame"], read([11])["frame"], '{"type":"notification.deleted"}']
     assert consumer.inbox.empty()
@@ -100,7 +102,7 @@ async def test_a_send_that_waits_is_finished_by_the_task_before_what_comes_after
     assert consumer.handle_now(created(11)) is True
     assert sent == []
     in_progress = consumer.inbox.get_nowait()
-    assert isinstance(in_progress, _SendInProgress)
+    assert isinstance(in_progress, SendInProgress)
     consumer.inbox.put_nowait(in_progress)  # as the task finds it
     assert consumer.handle_now(created(12)) is False  # queued behind the send in progress
     finishing = asyncio.ensure_future(in_progress.finish())

@@ -10,6 +10,9 @@ script call for both. Every socket of one server process shares one key; a batch
 key travel in envelopes of up to ``ENVELOPE`` messages, which the process' receive pump unpacks. The
 capacity applies to a key's backlog (in entries) before the batch (a key that is not being read gets
 no more), never to the batch itself.
+
+It subclasses channels-redis' RedisChannelLayer and reads some of its internals: which ones, and the
+versions checked, are in realtime/layers/compat.py; the layer refuses to start outside them.
 """
 
 from __future__ import annotations
@@ -20,200 +23,27 @@ import logging
 import secrets
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from channels_redis.core import RedisChannelLayer
-from channels_redis.serializers import MsgPackSerializer
-from channels_redis.utils import create_pool
+
+from . import compat
+from .compat import MsgPackSerializer, RedisChannelLayer, create_pool
+from .replies import wait_reply
+from .scripts import ENVELOPE_KEY, MEMBERS_LUA, ONE_SCRIPT_MAX, PUSH_LUA, SEND_LUA
 
 logger = logging.getLogger(__name__)
 
-# KEYS: group keys; ARGV[1]: the expiry cutoff. Drops expired members, returns each group's members.
-_MEMBERS_LUA = """
-local out = {}
-for i = 1, #KEYS do
-    redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, ARGV[1])
-    out[i] = redis.call('ZRANGE', KEYS[i], 0, -1)
-end
-return out
-"""
-
-# ARGV: for each key i, its entry, its capacity, its score and how many messages the entry holds;
-# then the expiry. Returns how many messages were dropped.
-# The capacity is checked against each key's backlog (in entries) before this call (all of a key's
-# entries of one batch are in the same call): a key that is not being read gets nothing more, and
-# a batch is never cut by its own size.
-_PUSH_LUA = """
-local n = #KEYS
-local expiry = ARGV[4 * n + 1]
-local dropped = 0
-local backlog = {}
-for i = 1, n do
-    local key = KEYS[i]
-    if backlog[key] == nil then
-        redis.call('ZREMRANGEBYSCORE', key, 0, tonumber(ARGV[2 * n + i]) - tonumber(expiry))
-        backlog[key] = redis.call('ZCOUNT', key, '-inf', '+inf')
-    end
-    if backlog[key] < tonumber(ARGV[n + i]) then
-        redis.call('ZADD', key, ARGV[2 * n + i], ARGV[i])
-        redis.call('EXPIRE', key, expiry)
-    else
-        dropped = dropped + tonumber(ARGV[3 * n + i])
-    end
-end
-return dropped
-"""
-
-
-# One call for a whole batch on a single Redis host: the members of every group (KEYS), each
-# message once per process key its members live on (as group_send_many's steps 2-4 build them in
-# Python), and the push with _PUSH_LUA's capacity check and expiry. ARGV: [1] the members' expiry
-# cutoff, [2] the channel key prefix, [3] the message expiry, [4] the capacity, [5] the batch's first
-# score, [6] messages per envelope, [7] the envelope's key, [8] the entries' random prefix (the
-# serializer's length less 4 bytes: a counter makes each entry unique), then one msgpack body per
-# group. Scores are written with 17 digits: Lua's tostring keeps 14, which would merge a key's
-# entries a microsecond apart and let their random prefixes decide their order.
-_SEND_LUA = """
-local n = #KEYS
-local cutoff, prefix, expiry = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local capacity, first, envelope = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local envelope_key, entry_prefix = ARGV[7], ARGV[8]
--- lists[key] gets value appended; order lists the keys in the order they first came
-local function append(lists, order, key, value)
-    local list = lists[key]
-    if list == nil then
-        list = {}
-        lists[key] = list
-        order[#order + 1] = key
-    end
-    list[#list + 1] = value
-end
-local order, bodies = {}, {}
-for i = 1, n do
-    redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, cutoff)
-    local per_key, key_order = {}, {}
-    for _, channel in ipairs(redis.call('ZRANGE', KEYS[i], 0, -1)) do
-        local bang = string.find(channel, '!', 1, true)
-        append(per_key, key_order, bang and string.sub(channel, 1, bang) or channel, channel)
-    end
-    for _, key in ipairs(key_order) do
-        local body = cmsgpack.unpack(ARGV[8 + i])
-        body['__asgi_channel__'] = per_key[key]
-        append(bodies, order, key, body)
-    end
-end
-local dropped, count = 0, 0
-for _, key in ipairs(order) do
-    local list = bodies[key]
-    local entries, weights = {}, {}
-    if string.sub(key, -1) == '!' then
-        for start = 1, #list, envelope do
-            local chunk = {}
-            for j = start, math.min(start + envelope - 1, #list) do
-                chunk[#chunk + 1] = list[j]
-            end
-            entries[#entries + 1] = cmsgpack.pack({[envelope_key] = chunk})
-            weights[#weights + 1] = #chunk
-        end
-    else
-        for j = 1, #list do
-            entries[#entries + 1] = cmsgpack.pack(list[j])
-            weights[#weights + 1] = 1
-        end
-    end
-    local channel_key = prefix .. key
-    redis.call('ZREMRANGEBYSCORE', channel_key, 0, first - expiry)
-    if redis.call('ZCOUNT', channel_key, '-inf', '+inf') < capacity then
-        for seq, entry in ipairs(entries) do
-            count = count + 1
-            local score = string.format('%.17g', first + (seq - 1) * 1e-6)
-            redis.call('ZADD', channel_key, score, entry_prefix .. struct.pack('>I4', count) .. entry)
-        end
-        redis.call('EXPIRE', channel_key, expiry)
-    else
-        for _, weight in ipairs(weights) do
-            dropped = dropped + weight
-        end
-    end
-end
-return dropped
-"""
-
-#: Largest batch sent by _SEND_LUA. The script unpacks and packs every message in Redis, which serves
-#: every process' pump and can do nothing else meanwhile: for a bulk send or a broadcast (batches of
-#: 1,000-2,000) that moved the publisher's work into Redis (its CPU doubled) with no gain, and a
-#: broadcast's median frame came later in both pairs measured. Those keep the two calls; the few
-#: events a batch holds under directed sends save a round trip (bench/README.md, finding 52).
-ONE_SCRIPT_MAX = 100
-
-
-async def wait_reply(awaitable: Awaitable, timeout: float | None):
-    """
-    Await a Redis reply for at most ``timeout`` seconds of an event loop that is free to run it.
-
-    redis-py bounds each read by ``socket_timeout`` with ``asyncio.timeout``, which cancels the
-    reading task once the wall-clock time is up. When a process delivers a broadcast, thousands of
-    socket sends are queued on its event loop; a reply that came in time waits behind them for its
-    turn, and the cancellation wins. bench/ saw it: a pump read "timed out" during a 5,000-socket
-    broadcast and the process closed all its sockets (1012). The patient clients have no read
-    timeout; here, when the time is up, the loop's own lag is measured first: if one turn of the
-    loop takes that long, the reply is likely waiting to be read and we wait another period (up to
-    ten in all); if the loop is idle, Redis is not answering, the call is cancelled and
-    TimeoutError is raised.
-
-    The call runs in the caller's task, under a deadline that only this check moves. A task of its
-    own and an ``asyncio.wait`` per call took two more turns of a busy loop each: three of them
-    nested on a fan-out's way to Redis, and each turn of a server's loop under load takes
-    milliseconds (bench/README.md, finding 48).
-    """
-    if timeout is None:
-        return await awaitable
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + 10 * timeout
-    check: asyncio.Handle | None = None
-    try:
-        async with asyncio.timeout(None) as deadline:
-
-            def time_is_up() -> None:
-                nonlocal check
-                started = loop.time()
-
-                def after_one_turn() -> None:
-                    nonlocal check
-                    lag = loop.time() - started
-                    if lag < timeout / 4 or loop.time() >= give_up:
-                        deadline.reschedule(loop.time())  # cancels the call: TimeoutError below
-                        return
-                    logger.info("channel layer: event loop %.2fs behind; waiting for Redis' reply another %gs", lag, timeout)
-                    check = loop.call_later(timeout, time_is_up)
-
-                check = loop.call_soon(after_one_turn)
-
-            check = loop.call_later(timeout, time_is_up)
-            try:
-                return await awaitable
-            finally:
-                check.cancel()
-    except TimeoutError:
-        if deadline.expired():
-            raise TimeoutError(f"Redis did not answer within {timeout:g}s") from None
-        raise  # the call's own
-
-
-#: The key of an entry that carries several messages for the sockets of one server process.
-ENVELOPE_KEY = "__inbox_envelope__"
-
 
 class BatchingRedisChannelLayer(RedisChannelLayer):
-    """RedisChannelLayer with ``group_send_many`` (used by realtime.fanout)."""
+    """RedisChannelLayer with ``group_send_many`` (used by realtime.publisher)."""
 
     #: Messages for one process key carried by one Redis entry (see group_send_many).
     ENVELOPE = 1000
 
     def __init__(self, *args, **kwargs) -> None:
+        compat.check_channels_redis()
         super().__init__(*args, **kwargs)
         self._local_queues: dict[str, asyncio.Queue] = {}  # socket channel -> its messages
         self._pumps: dict[str, asyncio.Task] = {}  # process channel -> its receive pump
@@ -221,7 +51,7 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
         self._attached: set[str] = set()  # channels whose consumer reads its queue directly (attach)
         self._handlers_now: dict[str, Callable[[dict], bool]] = {}  # channel -> its consumer's handle_now
         serializer = self._serializer
-        # Whether _SEND_LUA can write this layer's entries at all (see _in_one_script).
+        # Whether SEND_LUA can write this layer's entries at all (see fits_one_script).
         self._one_script_layer = (
             self.ring_size == 1
             and not self.channel_capacity
@@ -230,8 +60,8 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
             and serializer.random_prefix_length >= 8
         )
         self._swept = 0.0
-        # The receive loop blocks in its pop (BZMPOP, or BZPOPMIN) for brpop_timeout (5 s). With a
-        # socket_timeout below that, redis-py gave up on every idle pop ("Timeout reading from ...")
+        # The receive loop blocks in its BZPOPMIN for brpop_timeout (5 s). With a socket_timeout
+        # below that, redis-py gave up on every idle pop ("Timeout reading from ...")
         # and a socket of the process was closed every socket_timeout seconds. The pop must return
         # well within it.
         timeouts = [h["socket_timeout"] for h in self.hosts if isinstance(h, dict) and h.get("socket_timeout")]
@@ -304,9 +134,8 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
         The queue the pump fills with ``channel``'s messages, for a consumer to read directly.
 
         Reading it replaces a ``receive()`` per message, which Channels' consumers call through a
-        new task and an ``asyncio.wait`` each time (bench/: 14 % of the servers' CPU in a bulk
-        send). A consumer may put its own items in it (its client's frames) to handle everything
-        in one order. When the pump fails, the exception itself is put in the queue. The queue is
+        new task and an ``asyncio.wait`` each time (bench/JOURNAL.md, finding 19). A consumer may
+        put its own items in it (its client's frames) to handle everything in one order. When the pump fails, the exception itself is put in the queue. The queue is
         kept until ``detach()``.
 
         ``handle_now(message)``, if given, is offered each message first, on the pump's turn of the
@@ -318,6 +147,10 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
         if handle_now is not None:
             self._handlers_now[channel] = handle_now
         return queue
+
+    def handle_now_of(self, channel: str) -> Callable[[dict], bool] | None:
+        """The ``handle_now`` attached for ``channel``, if any."""
+        return self._handlers_now.get(channel)
 
     def detach(self, channel: str) -> None:
         self._attached.discard(channel)
@@ -362,35 +195,16 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
                 if target.startswith(real_channel):
                     queue.put_nowait(exc)
 
-    #: Whether the pump may use BZMPOP (Redis 7.0+, and not refused); None until the first pop asked.
-    _has_bzmpop: bool | None = None
-
     async def _pop(self, conn: aioredis.Redis, key: str, timeout: float | None) -> list[bytes]:
         """
         Up to RECEIVE_BATCH entries of ``key``, waiting for the first up to ``brpop_timeout``
         seconds; [] if none came.
 
-        On Redis 7.0+ one BZMPOP per wake-up. Otherwise (an older Redis, or BZMPOP refused) a
-        ZPOPMIN of whatever is waiting, and a BZPOPMIN (one entry) when nothing was: two round trips
-        per wake-up, the first of them mostly empty, where a server process delivering a few live
-        events at a time wakes often and each round trip wakes Redis and the process once more.
+        A ZPOPMIN of whatever is waiting, and a BZPOPMIN (one entry) when nothing was: commands
+        every Redis version has. One BZMPOP per wake-up (Redis 7+, with a fallback where refused)
+        measured as noise and was removed (bench/JOURNAL.md, finding 57).
         """
         blocking_timeout = None if timeout is None else timeout + self.brpop_timeout
-        if self._has_bzmpop is not False:
-            try:
-                result = await wait_reply(
-                    conn.bzmpop(self.brpop_timeout, 1, [key], min=True, count=self.RECEIVE_BATCH), blocking_timeout
-                )
-            except ResponseError as exc:
-                # A Redis before 7.0 does not know it; an ACL or a proxy may refuse it. A key of the
-                # wrong type fails the other commands as well: that one is the pump's error.
-                if str(exc).startswith("WRONGTYPE"):
-                    raise
-                self._has_bzmpop = False
-                logger.info("channel layer: BZMPOP refused (%s); receiving with ZPOPMIN and BZPOPMIN", exc)
-            else:
-                self._has_bzmpop = True
-                return [] if result is None else [member for member, _ in result[1]]
         popped = await wait_reply(conn.zpopmin(key, self.RECEIVE_BATCH), timeout)
         if popped:
             return [member for member, _ in popped]
@@ -428,9 +242,20 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
                 queues.pop(target, None)
                 self._touched.pop(target, None)
 
-    def _in_one_script(self, messages: Sequence[tuple[str, dict]]) -> bool:
+    def stop_pumps(self) -> None:
+        """Cancel this layer's receive pumps (before flushing its keys, or dropping its Redis user)."""
+        for pump in self._pumps.values():
+            pump.cancel()
+
+    def group_key(self, group: str) -> bytes:
+        """The Redis key of ``group``'s members (channels-redis' format, realtime/layers/compat.py)."""
+        return self._group_key(group)
+
+    # --- Sending: many groups per round trip ----------------------------------------------------
+
+    def fits_one_script(self, messages: Sequence[tuple[str, dict]]) -> bool:
         """
-        Whether _SEND_LUA can send this batch: one Redis host, one capacity for every channel, the
+        Whether SEND_LUA can send this batch: one Redis host, one capacity for every channel, the
         stock msgpack serializer without encryption, and messages whose values survive Redis' Lua
         msgpack unchanged (text, booleans, integers a double holds exactly; fan-out's events).
         """
@@ -447,7 +272,7 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
         return True
 
     async def _group_send_one_script(self, messages: Sequence[tuple[str, dict]], now: float) -> int:
-        """group_send_many in one round trip (_SEND_LUA): the same entries, scores and capacity checks."""
+        """group_send_many in one round trip (SEND_LUA): the same entries, scores and capacity checks."""
         keys, bodies = [], []
         for group, message in messages:
             keys.append(self._group_key(group))
@@ -458,7 +283,7 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
             self._score_base(now, len(messages)), self.ENVELOPE, ENVELOPE_KEY, entry_prefix,
         ]
         conn = self.patient_connection(0)
-        return int(await wait_reply(conn.eval(_SEND_LUA, len(keys), *keys, *args, *bodies), self.reply_timeout))
+        return int(await wait_reply(conn.eval(SEND_LUA, len(keys), *keys, *args, *bodies), self.reply_timeout))
 
     def _score_base(self, now: float, count: int) -> float:
         """
@@ -476,7 +301,7 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
         for group, _ in messages:
             assert self.require_valid_group_name(group), "Group name not valid"
         now = time.time()
-        if self._in_one_script(messages):
+        if self.fits_one_script(messages):
             dropped = await self._group_send_one_script(messages, now)
         else:
             dropped = await self._group_send_two_calls(messages, now)
@@ -498,7 +323,7 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
             for start in range(0, len(positions), 2000):
                 chunk = positions[start : start + 2000]
                 keys = [self._group_key(messages[i][0]) for i in chunk]
-                results = await wait_reply(conn.eval(_MEMBERS_LUA, len(keys), *keys, cutoff), self.reply_timeout)
+                results = await wait_reply(conn.eval(MEMBERS_LUA, len(keys), *keys, cutoff), self.reply_timeout)
                 for i, result in zip(chunk, results):
                     members[i] = [x.decode("utf8") for x in result]
 
@@ -517,8 +342,8 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
         # 3. One entry per ENVELOPE messages of a process key: the sockets of a server process share
         # that key, and its pump unpacks the envelope (a broadcast to 10,000 users is ten entries
         # per process, not 5,000: redis-py packed and the pump parsed every entry one by one,
-        # about half of a broadcast's time in bench/). Other channels get one entry per message,
-        # as RedisChannelLayer.group_send gives them. Scores rise within a key and from one batch
+        # about half of a broadcast's time: bench/JOURNAL.md, finding 20). Other channels get one
+        # entry per message, as RedisChannelLayer.group_send gives them. Scores rise within a key and from one batch
         # to the next (see _score_base): equal scores would sort by their bytes.
         base = self._score_base(now, len(messages))
         pushes: dict[int, list[tuple[bytes, bytes, int, float, int]]] = collections.defaultdict(list)
@@ -537,7 +362,7 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
                 shard.append((key, data, capacity, base + seq * 1e-6, weight))
 
         # 4. One script call per shard, in slices of about 1,000 entries to keep each call's size
-        # reasonable; a key's entries are never split across slices (see _PUSH_LUA).
+        # reasonable; a key's entries are never split across slices (see PUSH_LUA).
         dropped = 0
         for index, items in pushes.items():
             conn = self.patient_connection(index)
@@ -557,5 +382,5 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
                 args = [item[1] for item in chunk] + [item[2] for item in chunk] + [item[3] for item in chunk]
                 args += [item[4] for item in chunk]
                 args.append(int(self.expiry))
-                dropped += int(await wait_reply(conn.eval(_PUSH_LUA, len(keys), *keys, *args), self.reply_timeout))
+                dropped += int(await wait_reply(conn.eval(PUSH_LUA, len(keys), *keys, *args), self.reply_timeout))
         return dropped

@@ -1,17 +1,20 @@
 """
-Fan-out: the one module that talks to the channel layer.
+The publisher: the one module that sends to the channel layer.
 
-It owns group names, event payloads and sending. Services call it from
-``transaction.on_commit(..., robust=True)`` only, so nothing is pushed before its row is committed.
-The database is the record of truth: an event that cannot be sent (Redis down or hanging) is
-logged and dropped, and the client gets the notification by catch-up.
+It owns group names and sending. The delivery backend (realtime/delivery.py) calls ``publish`` after
+commit only, so nothing is pushed before its row is committed. The database is the record of truth:
+an event that cannot be sent (Redis down or hanging) is logged and dropped, and the client gets the
+notification by catch-up.
 
 How an event leaves the process:
-- In a server process (daphne), ``bind_loop()`` records the server's event loop. A publish from a
-  request thread hands the events to that loop and returns at once; a background task sends
-  everything queued in one pipelined call per batch (``group_send_many``), with a timeout.
+- In a server process, ``bind_loop()`` records the server's event loop. A publish from a request
+  thread hands the events to that loop and returns at once; a background task sends everything
+  queued in one pipelined call per batch (``group_send_many``), with a timeout.
 - Elsewhere (management commands, the shell, WSGI) there is no server loop, so the events are sent
   synchronously, with the same timeout.
+
+Tests record what leaves the process by replacing ``publish`` (tests/inbox/conftest.py's ``pushed``)
+and reach the bound publisher through ``current()``.
 """
 
 from __future__ import annotations
@@ -23,107 +26,20 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import orjson
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.conf import settings
 
-from .layers import wait_reply
+from .conf import realtime_setting
+from .layers.replies import wait_reply
 
 logger = logging.getLogger(__name__)
 
-Event = tuple[int, dict[str, Any]]  # (user id, channel-layer message)
-
-# Event types: dotted noun + past-tense verb; the consumer has one handler per type.
-NOTIFICATION_CREATED = "notification.created"
-NOTIFICATION_READ = "notification.read"
-NOTIFICATION_DELETED = "notification.deleted"
+Event = tuple[int, dict[str, Any]]  # (user id, channel-layer message; realtime.protocol renders them)
 
 
 def group_for_user(user_id: int) -> str:
     """The channel-layer group of every open socket of one user."""
     return f"inbox.user.{int(user_id)}"
-
-
-# --- Events ---------------------------------------------------------------------------------------
-#
-# Each event carries the WebSocket frame its sockets send, rendered here once: the consumer checks
-# what it must (``id``, ``resend``) and sends ``frame`` as it is. A bulk send's frames are one JSON
-# text with each recipient's id, user and unread count put in, not a payload dict per recipient
-# that every server process unpacked and every socket serialized again (bench/README.md, finding 42).
-
-
-def _frame(fields: dict[str, Any]) -> str:
-    return orjson.dumps(fields).decode()
-
-
-def created_event(payload: dict[str, Any], unread: int, *, resend: bool = False) -> dict[str, Any]:
-    """
-    The channel-layer message of one new notification for its recipient. ``resend`` marks a
-    deliberate push of a stored notification (admin): sockets deliver it even when their catch-up
-    already covered the id, where a late live event would be a duplicate.
-    """
-    message = {
-        "type": NOTIFICATION_CREATED,
-        "id": payload["id"],
-        "frame": _frame({"type": NOTIFICATION_CREATED, "notification": payload, "unread": unread}),
-    }
-    if resend:
-        message["resend"] = True
-    return message
-
-
-def notifications_created(notifications: Sequence, *, unread: dict[int, int], resend: bool = False) -> int:
-    """
-    Push stored notifications (a row saved one by one, an admin resend) to their recipients, one
-    event each. Expired ones are skipped. A send uses ``notification_sent``.
-    """
-    from inbox.payloads import notification_payload
-
-    events: list[Event] = []
-    for n in notifications:
-        if n.is_expired():
-            continue
-        payload = notification_payload(n)
-        events.append((n.recipient_id, created_event(payload, unread.get(n.recipient_id, 0), resend=resend)))
-    publish(events)
-    return len(events)
-
-
-def notification_sent(
-    template, *, ids: Sequence[int], recipient_ids: Sequence[int], unread: dict[int, int], sender_username: str | None
-) -> int:
-    """
-    Push one send (services.notification_create): the same ``template`` stored as ``ids[i]`` for
-    ``recipient_ids[i]``. The frames are those of ``created_event``, byte for byte; the fields they
-    share are rendered once.
-    """
-    from inbox.payloads import notification_payload
-
-    if template.is_expired():
-        return 0
-    payload = notification_payload(template, sender_username=sender_username)
-    shared = _frame({k: v for k, v in payload.items() if k not in ("id", "recipient")})[1:-1]
-    head = '{"type":"%s","notification":{"id":' % NOTIFICATION_CREATED
-    events: list[Event] = [
-        (rid, {"type": NOTIFICATION_CREATED, "id": nid, "frame": f'{head}{nid},"recipient":{rid},{shared}}},"unread":{unread.get(rid, 0)}}}'})
-        for nid, rid in zip(ids, recipient_ids)
-    ]
-    publish(events)
-    return len(events)
-
-
-def notifications_read(*, user_id: int, ids: list[int], read: bool, unread: int) -> int:
-    publish([(user_id, {"type": NOTIFICATION_READ, "frame": _frame({"type": NOTIFICATION_READ, "ids": ids, "read": read, "unread": unread})})])
-    return 1
-
-
-def notifications_deleted(*, user_id: int, ids: list[int], unread: int) -> int:
-    publish([(user_id, {"type": NOTIFICATION_DELETED, "frame": _frame({"type": NOTIFICATION_DELETED, "ids": ids, "unread": unread})})])
-    return 1
-
-
-# --- Sending ----------------------------------------------------------------------------------
 
 
 def publish(events: Sequence[Event]) -> None:
@@ -150,7 +66,7 @@ async def send_now(events: Sequence[Event]) -> bool:
     if layer is None:
         return False
     messages = [(group_for_user(uid), msg) for uid, msg in events]
-    timeout = settings.REALTIME["SEND_TIMEOUT"]
+    timeout = realtime_setting("SEND_TIMEOUT")
     try:
         if hasattr(layer, "group_send_many"):
             await wait_reply(layer.group_send_many(messages), timeout)
@@ -167,7 +83,7 @@ async def send_now(events: Sequence[Event]) -> bool:
         return False
 
 
-class _Publisher:
+class Publisher:
     """Queues events on the server's event loop and sends them in batches."""
 
     BATCH = 2000
@@ -195,7 +111,7 @@ class _Publisher:
 
     def submit(self, events: Iterable[Event]) -> None:
         self.queue.extend(events)
-        overflow = len(self.queue) - settings.REALTIME["MAX_PENDING_EVENTS"]
+        overflow = len(self.queue) - realtime_setting("MAX_PENDING_EVENTS")
         if overflow > 0:
             for _ in range(overflow):
                 self.queue.popleft()
@@ -223,8 +139,13 @@ class _Publisher:
             await asyncio.sleep(0.005)
 
 
-_publisher: _Publisher | None = None
+_publisher: Publisher | None = None
 _publisher_lock = threading.Lock()
+
+
+def current() -> Publisher | None:
+    """The publisher bound to a server loop, if any."""
+    return _publisher
 
 
 def bind_loop() -> None:
@@ -235,7 +156,7 @@ def bind_loop() -> None:
         return
     with _publisher_lock:
         if _publisher is None or _publisher.loop is not loop or _publisher.task.done():
-            _publisher = _Publisher(loop)
+            _publisher = Publisher(loop)
 
 
 def unbind_loop() -> None:

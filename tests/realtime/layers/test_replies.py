@@ -1,11 +1,11 @@
-"""wait_reply bounds a Redis call by the time an event loop had to run it, not by the wall clock."""
+"""realtime.layers.replies: wait_reply bounds a Redis call by the time an event loop had to run it, not by the wall clock."""
 
 import asyncio
 import time
 
 import pytest
 
-from realtime.layers import wait_reply
+from realtime.layers.replies import wait_reply
 
 
 async def _reply_after(seconds: float, value="reply"):

@@ -1,16 +1,16 @@
-"""BatchingRedisChannelLayer.group_send_many against the real Redis."""
+"""realtime.layers.redis: BatchingRedisChannelLayer (group_send_many, attach, the receive pump) against the real Redis."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-import urllib.parse
 import uuid
 
 import pytest
 from redis.exceptions import ResponseError
 
-from realtime.layers import ONE_SCRIPT_MAX, BatchingRedisChannelLayer
+from realtime.layers import BatchingRedisChannelLayer
+from realtime.layers.scripts import ONE_SCRIPT_MAX
 
 
 @pytest.fixture(params=["one script", "two calls"])
@@ -21,7 +21,7 @@ async def make_layer(redis_url, request):
     def make(**config) -> BatchingRedisChannelLayer:
         layer = BatchingRedisChannelLayer(hosts=[redis_url], prefix=f"test-{uuid.uuid4().hex[:8]}", **config)
         if request.param == "two calls":
-            layer._in_one_script = lambda messages: False
+            layer.fits_one_script = lambda messages: False
         layers.append(layer)
         return layer
 
@@ -135,8 +135,8 @@ async def test_a_bulk_send_to_one_process_travels_in_envelopes_and_reaches_every
     channels = [await layer.new_channel() for _ in range(2500)]
     pipe = layer.connection(0).pipeline(transaction=False)
     for u, channel in enumerate(channels):
-        pipe.zadd(layer._group_key(f"inbox.user.{u}"), {channel: time.time()})
-    pipe.zadd(layer._group_key("inbox.user.0"), {"worker.plain": time.time()})  # not a process channel
+        pipe.zadd(layer.group_key(f"inbox.user.{u}"), {channel: time.time()})
+    pipe.zadd(layer.group_key("inbox.user.0"), {"worker.plain": time.time()})  # not a process channel
     await pipe.execute()
     batch = [(f"inbox.user.{u}", {"type": "t", "u": u}) for u in range(2500)]
     batch.append(("inbox.user.0", {"type": "t", "u": "again"}))
@@ -213,7 +213,7 @@ async def test_an_attached_consumer_is_offered_each_message_first_and_what_it_de
     assert offered == [0, 1, 2, 3, 4, 5]
     assert [m["n"] for m in queued] == [1, 3, 5]
     layer.detach(channel)
-    assert channel not in layer._handlers_now
+    assert layer.handle_now_of(channel) is None
 
 
 async def test_a_batch_to_one_process_travels_in_envelopes_of_the_configured_size_in_order(make_layer):
@@ -242,7 +242,7 @@ async def test_one_script_writes_the_entries_the_two_calls_write(redis_url):
     """
     prefix = f"test-{uuid.uuid4().hex[:8]}"
     one, two = (BatchingRedisChannelLayer(hosts=[redis_url], prefix=f"{prefix}-{way}", group_expiry=60) for way in ("one", "two"))
-    two._in_one_script = lambda messages: False
+    two.fits_one_script = lambda messages: False
     try:
         process_a, process_b = f"specific.{uuid.uuid4().hex}!", f"specific.{uuid.uuid4().hex}!"
         for layer in (one, two):
@@ -250,9 +250,9 @@ async def test_one_script_writes_the_entries_the_two_calls_write(redis_url):
             conn = layer.connection(0)
             now = time.time()
             for u in range(5):
-                await conn.zadd(layer._group_key(f"inbox.user.{u}"), {f"{process_a}s{u}": now, f"{process_b}t{u}": now})
-            await conn.zadd(layer._group_key("inbox.user.1"), {f"{process_a}second": now, "worker.plain": now})
-            await conn.zadd(layer._group_key("inbox.user.2"), {f"{process_b}gone": now - 120})  # past the group expiry
+                await conn.zadd(layer.group_key(f"inbox.user.{u}"), {f"{process_a}s{u}": now, f"{process_b}t{u}": now})
+            await conn.zadd(layer.group_key("inbox.user.1"), {f"{process_a}second": now, "worker.plain": now})
+            await conn.zadd(layer.group_key("inbox.user.2"), {f"{process_b}gone": now - 120})  # past the group expiry
             batch = [(f"inbox.user.{u % 5}", {"type": "notification.created", "id": 100 + u, "frame": f"frame {u} \u00e9"})
                      for u in range(7)]
             batch.append(("inbox.user.1", {"type": "notification.created", "id": 7, "frame": "again", "resend": True}))
@@ -292,12 +292,12 @@ async def test_a_batch_of_fan_out_events_is_one_round_trip_and_anything_else_tak
     finally:
         await layer.flush()
     for message in ({"type": "t", "x": 1.5}, {"type": "t", "x": None}, {"type": "t", "x": b"raw"}, {"type": "t", "x": 2**60}):
-        assert not layer._in_one_script([("inbox.user.1", message)])
-    assert layer._in_one_script([("inbox.user.1", {"type": "t", "x": 2**52, "ok": False})] * ONE_SCRIPT_MAX)
-    assert not layer._in_one_script([("inbox.user.1", {"type": "t"})] * (ONE_SCRIPT_MAX + 1))
+        assert not layer.fits_one_script([("inbox.user.1", message)])
+    assert layer.fits_one_script([("inbox.user.1", {"type": "t", "x": 2**52, "ok": False})] * ONE_SCRIPT_MAX)
+    assert not layer.fits_one_script([("inbox.user.1", {"type": "t"})] * (ONE_SCRIPT_MAX + 1))
     for config in ({"channel_capacity": {"worker.*": 5}}, {"symmetric_encryption_keys": ["a secret of the test"]}):
         other = BatchingRedisChannelLayer(hosts=[redis_url], **config)
-        assert not other._in_one_script([("inbox.user.1", {"type": "t"})])
+        assert not other.fits_one_script([("inbox.user.1", {"type": "t"})])
 
 
 
@@ -314,11 +314,6 @@ def _record_commands(client) -> list[str]:
     return commands
 
 
-async def _skip_without_bzmpop(client) -> None:
-    if int((await client.info("server"))["redis_version"].split(".")[0]) < 7:
-        pytest.skip("BZMPOP needs Redis 7.0 or later")
-
-
 @pytest.fixture
 async def pump_layers(redis_url):
     """Layers of their own prefix on ``redis_url``; their pumps stopped and keys flushed after."""
@@ -330,8 +325,7 @@ async def pump_layers(redis_url):
 
     yield make
     for layer in layers:
-        for pump in layer._pumps.values():
-            pump.cancel()
+        layer.stop_pumps()
         await layer.flush()
 
 
@@ -342,75 +336,25 @@ async def _three_sockets_of_one_process(layer) -> list[str]:
     return channels
 
 
-async def test_a_pump_takes_everything_waiting_for_its_process_in_one_round_trip_per_wake_up(pump_layers):
-    layer = pump_layers()
-    client = layer.patient_connection(0)
-    await _skip_without_bzmpop(client)
-    channels = await _three_sockets_of_one_process(layer)
-    commands = _record_commands(client)
-    receiving = asyncio.gather(*(receive_all(layer, channel) for channel in channels))
-    for batch in range(2):
-        await layer.group_send_many([(f"inbox.user.{i}", {"type": "t", "batch": batch}) for i in range(3)])
-    got = await receiving
-    assert got == [[{"type": "t", "batch": 0}, {"type": "t", "batch": 1}]] * 3
-    pops = [c for c in commands if "POP" in c]
-    # Each wake-up is one BZMPOP that takes every entry waiting (two batches: one or two
-    # wake-ups), and one more is waiting now; never a ZPOPMIN that finds nothing.
-    assert set(pops) == {"BZMPOP"} and 2 <= len(pops) <= 3
-    assert layer._has_bzmpop is True
-
-
-async def test_on_a_redis_without_bzmpop_the_pump_asks_once_and_receives_with_zpopmin_and_bzpopmin(pump_layers):
+async def test_a_pump_receives_with_zpopmin_and_bzpopmin(pump_layers):
+    """ZPOPMIN takes what waits, BZPOPMIN waits for the next: commands every Redis has (finding 57)."""
     layer = pump_layers()
     client = layer.patient_connection(0)
     channels = await _three_sockets_of_one_process(layer)
-    asked = []
-
-    async def as_redis_6_answers(*args, **kwargs):  # what a Redis before 7.0 says to BZMPOP
-        asked.append(args)
-        raise ResponseError("unknown command 'BZMPOP', with args beginning with: '5' '1'")
-
-    client.bzmpop = as_redis_6_answers
     commands = _record_commands(client)
     receiving = asyncio.gather(*(receive_all(layer, channel) for channel in channels))
     await layer.group_send_many([(f"inbox.user.{i}", {"type": "t", "batch": 0}) for i in range(3)])
     await asyncio.sleep(0.05)
     await layer.group_send_many([(f"inbox.user.{i}", {"type": "t", "batch": 1}) for i in range(3)])
     assert await receiving == [[{"type": "t", "batch": 0}, {"type": "t", "batch": 1}]] * 3
-    assert len(asked) == 1 and layer._has_bzmpop is False
     assert {"ZPOPMIN", "BZPOPMIN"} <= set(commands)
+    assert "BZMPOP" not in commands
 
 
-async def test_where_an_acl_refuses_bzmpop_the_pump_receives_with_the_commands_it_may_use(redis_url, pump_layers):
-    admin = pump_layers().patient_connection(0)
-    await _skip_without_bzmpop(admin)
-    user = f"inbox-test-{uuid.uuid4().hex[:8]}"
-    await admin.execute_command("ACL", "SETUSER", user, "on", "nopass", "~*", "&*", "+@all", "-bzmpop")
-    parts = urllib.parse.urlsplit(redis_url)
-    try:
-        as_user = parts._replace(netloc=f"{user}:unused@{parts.hostname}:{parts.port or 6379}").geturl()
-        layer = BatchingRedisChannelLayer(hosts=[as_user], prefix=f"test-{uuid.uuid4().hex[:8]}")  # cleaned up here
-        channels = await _three_sockets_of_one_process(layer)
-        commands = _record_commands(layer.patient_connection(0))
-        receiving = asyncio.gather(*(receive_all(layer, channel) for channel in channels))
-        await layer.group_send_many([(f"inbox.user.{i}", {"type": "t", "batch": 0}) for i in range(3)])
-        assert await receiving == [[{"type": "t", "batch": 0}]] * 3
-        assert layer._has_bzmpop is False
-        pops = [c for c in commands if "POP" in c]
-        assert pops[0] == "BZMPOP" and "BZMPOP" not in pops[1:] and {"ZPOPMIN", "BZPOPMIN"} <= set(pops[1:])
-        for pump in layer._pumps.values():  # before its user goes
-            pump.cancel()
-        await layer.flush()
-    finally:
-        await admin.execute_command("ACL", "DELUSER", user)
-
-
-async def test_another_refusal_of_bzmpop_fails_the_pump_instead_of_switching_commands(pump_layers):
+async def test_a_refused_pop_fails_the_pump(pump_layers):
     layer = pump_layers()
     client = layer.patient_connection(0)
-    await _skip_without_bzmpop(client)
     channel = await layer.new_channel()
     await client.set(layer.prefix + layer.non_local_name(channel), "not a sorted set")
     with pytest.raises(ResponseError, match="WRONGTYPE"):
         await asyncio.wait_for(layer.receive(channel), 2)
-    assert layer._has_bzmpop is None

@@ -1,0 +1,191 @@
+"""
+The WebSocket wire contract, defined once: frame types both ways, close codes, the checks of client
+frames, and the rendering of every frame the server sends.
+
+The other half is the browser client (inbox/static/inbox/inbox-client.js), which mirrors the close
+codes it acts on. Server frames are JSON text; each one has one function here.
+
+Close codes: 4401 unauthenticated or token expired (refresh and reconnect), 4400 bad connect
+parameters, 4429 too many refused frames, 1009 frame too large, 1011/1012 the channel layer failed
+(reconnect and catch up), 1013 the database is unavailable (try again later).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from inbox.conf import inbox_setting
+
+# --- Frame types -----------------------------------------------------------------------------------
+
+# Server to client. Events are dotted nouns + past-tense verbs; the consumer has one handler per event.
+NOTIFICATION_CREATED = "notification.created"
+NOTIFICATION_READ = "notification.read"
+NOTIFICATION_DELETED = "notification.deleted"
+SYNC_DONE = "sync.done"
+ERROR = "error"
+PONG = "pong"
+
+# Client to server.
+ACK = "ack"
+READ = "read"
+READ_ALL = "read_all"
+SYNC = "sync"
+PING = "ping"
+CLIENT_FRAME_TYPES = (ACK, READ, READ_ALL, SYNC, PING)
+
+# --- Close codes -------------------------------------------------------------------------------------
+
+CLOSE_UNAUTHORIZED = 4401  # no valid token, or it expired: refresh it and reconnect
+CLOSE_BAD_REQUEST = 4400  # bad connect parameters (an error frame says which)
+CLOSE_RATE_LIMITED = 4429  # FRAME_ABUSE_CLOSE refused frames in a row
+CLOSE_TOO_BIG = 1009  # a client frame over MAX_FRAME_BYTES
+CLOSE_LAYER_FAILED = 1011  # could not join the user's group: reconnect and catch up
+CLOSE_SERVICE_RESTART = 1012  # the channel layer failed or lost its state: reconnect and catch up
+CLOSE_TRY_AGAIN_LATER = 1013  # the database is unavailable
+
+# --- Client frames ------------------------------------------------------------------------------------
+
+MAX_ID = 2**63 - 1  # PostgreSQL's bigint
+
+
+class FrameError(Exception):
+    """A client frame (or connect parameter) that breaks the contract; sent back as an error frame."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+def parse_id(value, field: str = "after") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ID:
+        raise FrameError(f"invalid_{field}", f"'{field}' must be an integer between 0 and {MAX_ID}.")
+    return value
+
+
+def parse_after_param(raw: str) -> int:
+    """The ``after`` query parameter of the connect URL."""
+    if not raw.isdigit() or int(raw) > MAX_ID:
+        raise FrameError("invalid_after", f"'after' must be an integer between 0 and {MAX_ID}.")
+    return int(raw)
+
+
+def parse_ids(content: dict) -> list[int]:
+    ids = content.get("ids")
+    limit = inbox_setting("MAX_IDS_PER_REQUEST")
+    if not isinstance(ids, list) or not ids:
+        raise FrameError("invalid_ids", "'ids' must be a non-empty list of notification ids.")
+    if len(ids) > limit:
+        raise FrameError("too_many_ids", f"At most {limit} ids per frame.")
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, int) or not 1 <= i <= MAX_ID:
+            raise FrameError("invalid_ids", "'ids' must contain positive integer ids only.")
+    return sorted(set(ids))
+
+
+def parse_category(content: dict) -> str | None:
+    """The optional ``category`` of a read_all frame."""
+    category = content.get("category")
+    # A NUL reached PostgreSQL, which refuses it in a string (ValueError: the consumer died with 1011).
+    if category is not None and (not isinstance(category, str) or len(category) > 50 or "\x00" in category):
+        raise FrameError("invalid_category", "'category' must be a string of at most 50 characters.")
+    return category or None
+
+
+# --- Server frames -------------------------------------------------------------------------------------
+#
+# A live event travels through the channel layer as a message carrying the frame its sockets send,
+# rendered once where the event is made: the consumer checks what it must (``id``, ``resend``) and
+# sends ``frame`` as it is (bench/JOURNAL.md, finding 42).
+
+
+def render(fields: Mapping[str, Any]) -> str:
+    """A frame's JSON text."""
+    return orjson.dumps(fields).decode()
+
+
+# notification.created: one frame, rendered three ways that must agree byte for byte
+# (tests/realtime/test_protocol.py): a stored row (created_message), a send's rows with their
+# shared fields rendered once (sent_messages), a catch-up row (catchup_frame, with ``catchup``).
+
+
+def created_message(payload: dict[str, Any], unread: int, *, resend: bool = False) -> dict[str, Any]:
+    """
+    The channel-layer message of one new notification for its recipient. ``resend`` marks a
+    deliberate push of a stored notification (admin): sockets deliver it even when their catch-up
+    already covered the id, where a late live event would be a duplicate.
+    """
+    message = {
+        "type": NOTIFICATION_CREATED,
+        "id": payload["id"],
+        "frame": render({"type": NOTIFICATION_CREATED, "notification": payload, "unread": unread}),
+    }
+    if resend:
+        message["resend"] = True
+    return message
+
+
+def sent_messages(
+    payload: dict[str, Any], *, ids: Sequence[int], recipient_ids: Sequence[int], unread: Mapping[int, int]
+) -> list[tuple[int, dict[str, Any]]]:
+    """
+    (recipient id, message) of each row of one send: ``payload`` is the send's template, stored as
+    ``ids[i]`` for ``recipient_ids[i]``. The frames are ``created_message``'s, byte for byte; the
+    fields the rows share are rendered once and each row's id, recipient and unread count put in
+    (bench/JOURNAL.md, finding 42).
+    """
+    shared = render({k: v for k, v in payload.items() if k not in ("id", "recipient")})[1:-1]
+    head = '{"type":"%s","notification":{"id":' % NOTIFICATION_CREATED
+    return [
+        (rid, {"type": NOTIFICATION_CREATED, "id": nid, "frame": f'{head}{nid},"recipient":{rid},{shared}}},"unread":{unread.get(rid, 0)}}}'})
+        for nid, rid in zip(ids, recipient_ids)
+    ]
+
+
+def catchup_frame(payload: dict[str, Any], unread: int) -> str:
+    """A notification the client missed, sent by the catch-up."""
+    return render({"type": NOTIFICATION_CREATED, "notification": payload, "unread": unread, "catchup": True})
+
+
+def read_message(*, ids: Sequence[int], read: bool, unread: int) -> dict[str, Any]:
+    """The channel-layer message of a change of read state (``read`` False: unread again)."""
+    return {"type": NOTIFICATION_READ, "frame": render({"type": NOTIFICATION_READ, "ids": ids, "read": read, "unread": unread})}
+
+
+def deleted_message(*, ids: Sequence[int], unread: int) -> dict[str, Any]:
+    """The channel-layer message of deleted notifications."""
+    return {"type": NOTIFICATION_DELETED, "frame": render({"type": NOTIFICATION_DELETED, "ids": ids, "unread": unread})}
+
+
+def sync_done_frame(*, last_id: int, unread: int, more: bool) -> str:
+    """The end of a catch-up: resume from ``last_id``; ``more`` asks the client to sync again."""
+    return render({"type": SYNC_DONE, "last_id": last_id, "unread": unread, "more": more})
+
+
+def error_frame(code: str, detail: str) -> str:
+    return render({"type": ERROR, "code": code, "detail": detail})
+
+
+def pong_frame() -> str:
+    return render({"type": PONG})
+
+
+def with_frame(event: dict) -> dict:
+    """
+    TODO/compatibility: remove when no server process older than 38b5b9e (events carry their
+    rendered frame, bench/JOURNAL.md finding 42) can run beside this one.
+
+    A message of such a process during a rolling restart: notification.created with the frame's
+    fields (``notification``, ``unread``, maybe ``resend``), notification.read (``ids``, ``read``,
+    ``unread``) or notification.deleted (``ids``, ``unread``) instead of ``frame``. Rendered here as
+    that version's consumer did; returns ``frame``, ``resend`` and, for a created one, ``id``.
+    """
+    fields = {k: v for k, v in event.items() if k not in ("resend", "__asgi_channel__")}
+    message = {"frame": render(fields), "resend": event.get("resend", False)}
+    if "notification" in event:
+        message["id"] = event["notification"]["id"]
+    return message
