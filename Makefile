@@ -25,8 +25,10 @@ run: $(VENV)/.installed-run
 	@echo "Inbox: open http://$(HOST):$(PORT)/  (admin: http://$(HOST):$(PORT)/admin/, API docs: http://$(HOST):$(PORT)/api/docs/)"
 	exec $(VENV)/bin/daphne -b $(HOST) -p $(PORT) notifications_site.asgi:application
 
-## Install the test dependencies and run the whole suite (pytest's "no tests" exit code 5 is a failure).
+## Install the test dependencies, check the import rule (.importlinter), and run the whole suite
+## (pytest's "no tests" exit code 5 is a failure).
 test: $(VENV)/.installed-test
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(TEST_ARGS)
 
 bench: $(VENV)/.installed-test
