@@ -6,6 +6,7 @@ prints a table and writes bench/results/latest.json (plus a dated copy).
     python bench/run.py                      # the full suite (about 2 minutes on 2 cores once the large inboxes are seeded)
     python bench/run.py --quick              # smaller numbers, for development
     python bench/run.py --scenarios directed bulk --workers 2 --server daphne
+    python bench/run.py --scenarios directed bulk broadcast --peer   # and the seed's Node.js peer, side by side
 
 See bench/README.md for what each scenario measures.
 """
@@ -97,7 +98,21 @@ def parse_args(argv=None):
     p.add_argument("--profile", metavar="SCENARIO", help="py-spy record every server process during this scenario "
                    "(raw collapsed stacks in the work directory; summarize with bench/profile_top.py)")
     p.add_argument("--profile-wall", action="store_true", help="profile every thread (wall clock) instead of the GIL holder (CPU)")
-    return p.parse_args(argv)
+    p.add_argument("--peer", action="store_true",
+                   help="after Inbox's scenarios, run the directed, bulk and broadcast ones among them against the seed's "
+                        "Node.js peer (in memory, then storing in PostgreSQL) with the same load generator and sizes, and "
+                        "print the ratios (bench/peer.py)")
+    p.add_argument("--peer-only", action="store_true", help="the peer's side of --peer alone (no Inbox servers, no ratios)")
+    p.add_argument("--peer-src", default=os.environ.get("BENCH_PEER_SRC", str(ROOT.parent / "shared" / "peer")),
+                   help="the peer's sources (read-only; copied to bench/.peer and npm-installed there)")
+    p.add_argument("--peer-database-url", default=os.environ.get("BENCH_PEER_DATABASE_URL", ""),
+                   help="the storing peer's database (default: database 'peer' on Inbox's PostgreSQL server)")
+    args = p.parse_args(argv)
+    if args.keep_stack and (args.peer or args.peer_only):
+        p.error("--keep-stack with --peer: Inbox's servers would share the cores with the peer's run")
+    if args.peer_only and not args.label:
+        args.label = "peer-only"  # never latest.json: it holds no Inbox figures
+    return args
 
 
 # --- Setup ---------------------------------------------------------------------------------------
@@ -228,7 +243,7 @@ def vacuum() -> None:
     the visibility map is unset, and reads visit the heap for rows an index could answer. ANALYZE
     the users too, as the README asks after a bulk import of users: the bench creates its users in
     bulk, and until autovacuum gets to them the send function's cached plan reads the whole users
-    table for every send (bench/README.md, finding 30).
+    table for every send (bench/JOURNAL.md, finding 30).
     """
     from django.db import connection
 
@@ -425,7 +440,36 @@ def main(argv=None) -> int:
 
 
 def run(args, sizes, scenarios, nofile, secret_key, pg, argv) -> int:
-    from stack import PrivateRedis, Stack, make_workdir
+    from stack import make_workdir
+
+    workdir = make_workdir()
+    if args.peer_only:
+        started = dt.datetime.now(dt.timezone.utc)
+        info, commit = machine_info(), git_commit()
+        inbox = {"results": {}, "setup": {}, "redis": "", "started": started, "info": info, "commit": commit}
+    else:
+        inbox = run_inbox(args, sizes, scenarios, secret_key, pg, workdir)
+    peer_doc = None
+    if args.peer or args.peer_only:
+        peer_doc = run_peer_side(args, sizes, scenarios, pg, workdir, inbox["results"])
+    return report(args, sizes, scenarios, nofile, pg, argv, inbox, peer_doc)
+
+
+def run_peer_side(args, sizes, scenarios, pg, workdir, inbox_results) -> dict:
+    """The seed's Node.js peer on the same PostgreSQL server, after Inbox's servers stopped (bench/peer.py)."""
+    import peer
+
+    url = args.peer_database_url or args.database_url.rsplit("/", 1)[0] + "/peer"
+    ensure_database(url)
+    doc = peer.run_peer(args, sizes, scenarios, url, workdir, pg.cpu_seconds if pg else None)
+    doc["comparison"] = peer.compare(inbox_results, doc)
+    doc["headline"] = peer.headline(doc["comparison"])
+    doc["table_markdown"] = peer.render_table(doc["comparison"])
+    return doc
+
+
+def run_inbox(args, sizes, scenarios, secret_key, pg, workdir) -> dict:
+    from stack import PrivateRedis, Stack
 
     ensure_database(args.database_url)
     django_setup(args, secret_key)
@@ -456,7 +500,6 @@ def run(args, sizes, scenarios, nofile, secret_key, pg, argv) -> int:
 
     connection.close()  # no idle connection of ours during the measurements
 
-    workdir = make_workdir()
     redis_srv = None
     if args.redis_url:
         redis_url = args.redis_url
@@ -517,6 +560,12 @@ def run(args, sizes, scenarios, nofile, secret_key, pg, argv) -> int:
             stack.stop()
             if redis_srv:
                 redis_srv.stop()
+    return {"results": results, "setup": setup, "redis": "private" if redis_srv else redis_url, "started": started,
+            "info": info, "commit": commit}
+
+
+def report(args, sizes, scenarios, nofile, pg, argv, inbox, peer_doc) -> int:
+    results, setup, started, info, commit = inbox["results"], inbox["setup"], inbox["started"], inbox["info"], inbox["commit"]
     finished = dt.datetime.now(dt.timezone.utc)
 
     table = render_table(results)
@@ -536,7 +585,7 @@ def run(args, sizes, scenarios, nofile, secret_key, pg, argv) -> int:
         "label": args.label,
         "machine": info | {"loadavg_end": [round(x, 2) for x in os.getloadavg()]},
         "stack": {"server": args.server, "workers": args.workers, "http_server": args.http_server if args.http_workers else "",
-                  "http_workers": args.http_workers, "settings": args.settings, "redis": "private" if redis_srv else redis_url,
+                  "http_workers": args.http_workers, "settings": args.settings, "redis": inbox["redis"],
                   "postgres": "private cluster (defaults, max_connections=1000, shared_buffers=256MB)" if pg else args.database_url.rsplit("@", 1)[-1], "server_env": args.server_env, "nofile": nofile},
         "mode": "quick" if args.quick else "full",
         "sizes": sizes,
@@ -545,12 +594,21 @@ def run(args, sizes, scenarios, nofile, secret_key, pg, argv) -> int:
         "targets": targets,
         "table_markdown": table,
     }
+    if peer_doc is not None:
+        doc["peer"] = peer_doc
     print()
     print(f"Inbox bench {doc['started']} ({doc['mode']}), {args.workers} x {args.server}{http_topology(args)}, git {doc['git']}, "
           f"{info['cores']} cores {info['cpu']}, load avg at start {info['loadavg_start']}")
     if args.note:
         print(f"note: {args.note}")
-    print(table)
+    print(table if results else "(Inbox not run: --peer-only)")
+    if peer_doc is not None:
+        import peer
+
+        print("\nSide by side with the seed's Node.js peer " + ", ".join(f"{k} {v}" for k, v in peer_doc["info"].items()) +
+              " (after Inbox, same run, same load generator and sizes; ratio = Inbox / peer)")
+        print(peer_doc["table_markdown"])
+        print(peer.headline_text(peer_doc["headline"]))
     if not args.no_save:
         out = Path(args.output)
         out.mkdir(parents=True, exist_ok=True)
