@@ -3,7 +3,7 @@ Content negotiation with a shortcut for what nearly every API client sends.
 
 DRF's ``DefaultContentNegotiation`` parses the query string (a ``?format=`` override) and the
 Accept header into media types for every request, then matches them against each renderer:
-1.8 % of the servers' CPU in bench/'s directed sends (bench/README.md, finding 37). A request
+1.8 % of the servers' CPU in bench/'s directed sends (bench/JOURNAL.md, finding 37). A request
 without a query string whose Accept is absent, ``*/*`` or ``application/json`` gets the answer DRF
 would give, the JSON renderer, without that work; anything else is negotiated by DRF as before.
 """

@@ -147,7 +147,7 @@ def send_serializer(data) -> NotificationSendSerializer:
     """
     A NotificationSendSerializer for ``data`` that shares its fields with the other sends of this
     thread. DRF builds every serializer's fields anew (a deep copy of the declared ones) and then
-    their validators, about 0.4 ms of a send's CPU (bench/README.md, finding 26); a shallow copy of
+    their validators, about 0.4 ms of a send's CPU (bench/JOURNAL.md, finding 26); a shallow copy of
     one serializer per thread keeps its bound fields, which hold no state of a validation: errors and
     validated data live on the copy.
     """

@@ -4,7 +4,7 @@ The throttles' store: Django's per-process memory cache, keeping the objects the
 DRF's rate throttles read a client's request history (a list of timestamps, up to the rate's number
 of requests) from the cache and write it back on every request. ``LocMemCache`` pickles it both
 ways: 44 us per request with 10 timestamps, 69 us with 250 (in-process; 2 % of a send's server CPU
-in bench/, bench/README.md, finding 38). Here the list itself is stored; ``inbox.api.throttles``
+in bench/, bench/JOURNAL.md, finding 38). Here the list itself is stored; ``inbox.api.throttles``
 updates it in place under one lock, so two requests of one client cannot both read the same
 history and both pass (which the pickled copies allowed).
 
