@@ -1,13 +1,16 @@
 """
 PostgreSQL only: the two functions a send is written with, ``inbox_notification_insert()`` (a send
-alone) and ``inbox_notification_insert_rows()`` (group commit's batches), created from frozen copies
-(sql/0002_*.sql) of their canonical definitions in inbox/store/sql/, which say what each does and
-why. SQLite has no such functions and needs none (inbox/store/sqlite.py).
+alone) and ``inbox_notification_insert_rows()`` (group commit's batches), created from their one
+source, inbox/store/sql/, which says what each does and why. SQLite has no such functions and needs
+none (inbox/store/sqlite.py).
 
 This replaces 0002-0006, which built the same functions step by step: a database that applied
-those already has them and sees this migration as applied. A later change to a function copies
-the new canonical file to sql/<its number>_*.sql and loads it in a migration of its own; these
-copies stay as they are (tests/inbox/store/test_sql.py compares the database with the canonical files).
+those already has them and sees this migration as applied. A later change to a function edits its
+file and adds a migration that loads it again (``CREATE OR REPLACE``; a new argument list also
+drops the old signature), so a fresh database and an upgraded one end with the same definition:
+tests/inbox/store/test_sql.py compares the migrated database with the files. PL/pgSQL checks a
+body's tables and columns when it runs, not when it is created, so loading today's source here,
+before later schema migrations, is safe.
 """
 
 from pathlib import Path
@@ -15,8 +18,8 @@ from pathlib import Path
 from django.conf import settings
 from django.db import migrations
 
-SQL = Path(__file__).resolve().parent / "sql"
-FILES = ("0002_notification_insert.sql", "0002_notification_insert_rows.sql")
+SQL = Path(__file__).resolve().parent.parent / "store" / "sql"
+FILES = ("notification_insert.sql", "notification_insert_rows.sql")
 
 DROP = (
     "DROP FUNCTION IF EXISTS inbox_notification_insert_rows(bigint[], integer, integer[], bigint[], text[], text[], "

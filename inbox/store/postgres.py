@@ -30,7 +30,7 @@ INACTIVE_RECIPIENTS_SQLSTATE = "IB001"
 #: Sends with at most this many recipients, outside a transaction, go through group commit.
 GROUP_COMMIT_MAX_RECIPIENTS = 16
 
-#: The canonical definitions of the two functions (a migration loads a frozen copy of each).
+#: The one definition of each function (the migrations load these files).
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 SQL_FILES = {
     "inbox_notification_insert": SQL_DIR / "notification_insert.sql",

@@ -1,7 +1,7 @@
 -- inbox_notification_insert(): a send's whole write in one statement (PostgreSQL only; the store's
--- SQLite path needs no function). The canonical definition: a change here needs a new migration
--- that loads a new frozen copy (inbox/migrations/sql/), and tests/inbox/store/test_sql.py compares
--- the migrated database's function with this file.
+-- SQLite path needs no function). The one definition: migrations load this file (a change here
+-- needs a new migration that loads it again), and tests/inbox/store/test_sql.py compares the
+-- migrated database's function with it.
 --
 -- {users} and {notifications} are the quoted tables of AUTH_USER_MODEL and inbox.Notification,
 -- filled in by the migration. SQLSTATE IB001 (store/postgres.py, INACTIVE_RECIPIENTS_SQLSTATE):

@@ -1,9 +1,8 @@
 -- inbox_notification_insert_rows(): several sends' writes in one statement (PostgreSQL only), the
 -- rows of group commit's batches, each row carrying its own notification (store/group_commit.py;
--- a send's cost is mostly per transaction, not per row: bench/JOURNAL.md, finding 53). The canonical
--- definition: a change here needs a new migration that loads a new frozen copy
--- (inbox/migrations/sql/), and tests/inbox/store/test_sql.py compares the migrated database's
--- function with this file.
+-- a send's cost is mostly per transaction, not per row: bench/JOURNAL.md, finding 53). The one
+-- definition: migrations load this file (a change here needs a new migration that loads it
+-- again), and tests/inbox/store/test_sql.py compares the migrated database's function with it.
 --
 -- {users} and {notifications} are the quoted tables of AUTH_USER_MODEL and inbox.Notification,
 -- filled in by the migration.

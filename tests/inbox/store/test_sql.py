@@ -1,6 +1,6 @@
 """
-The send's SQL functions have one source each (inbox/store/sql/): the migrations load frozen copies
-of it, and the migrated database holds exactly what it defines, SET clauses included.
+The send's SQL functions have one source each (inbox/store/sql/), which the migrations load, and the
+migrated database holds exactly what it defines, SET clauses included.
 """
 
 import re
@@ -11,24 +11,6 @@ from django.db import connection, transaction
 
 import inbox
 from inbox.store import postgres
-
-MIGRATIONS_SQL = Path(inbox.__file__).resolve().parent / "migrations" / "sql"
-
-
-def latest_frozen_copy(canonical: Path) -> Path:
-    """The frozen copy the newest migration loads: migrations/sql/<number>_<canonical name>."""
-    copies = sorted(MIGRATIONS_SQL.glob(f"[0-9][0-9][0-9][0-9]_{canonical.name}"))
-    assert copies, f"no migration loads {canonical.name}"
-    return copies[-1]
-
-
-@pytest.mark.parametrize("name", sorted(postgres.SQL_FILES))
-def test_the_newest_migrations_copy_of_each_function_is_its_canonical_file(name):
-    # A change to the canonical file needs a new migration with a new frozen copy: the copies
-    # already applied must never change (a database that ran them would not run them again).
-    canonical = postgres.SQL_FILES[name]
-    assert latest_frozen_copy(canonical).read_text() == canonical.read_text()
-
 
 @pytest.mark.parametrize("name", sorted(postgres.SQL_FILES))
 def test_each_file_defines_its_function_and_raises_the_stores_sqlstate(name):
