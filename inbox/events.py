@@ -66,4 +66,15 @@ class NotificationsDeleted:
     unread: int
 
 
-Event = Union[NotificationsSent, NotificationsSaved, NotificationsRead, NotificationsDeleted]
+@dataclass(frozen=True, slots=True)
+class CredentialsRevoked:
+    """
+    Every token issued to the user so far stopped working (a password change, a deactivation, a
+    deletion, or ``services.credentials_revoke`` on demand): carriers end what those tokens opened,
+    such as the user's live sockets on every server process.
+    """
+
+    user_id: int
+
+
+Event = Union[NotificationsSent, NotificationsSaved, NotificationsRead, NotificationsDeleted, CredentialsRevoked]

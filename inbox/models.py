@@ -105,3 +105,21 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.sender_id}:{self.key}"
+
+
+class TokenVersion(models.Model):
+    """
+    Which of a user's JWTs are still good: those whose ``token_version`` claim equals ``version``
+    (a token without the claim counts as version 0, as does a user without a row).
+
+    ``services.credentials_revoke`` adds one on a password change, a deactivation and on demand, so
+    every token issued before stops working, access and refresh alike, without a denylist of tokens.
+    The API's authentication and the socket compare it (inbox/directory.py, ``token_user``).
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    version = models.PositiveIntegerField(default=0)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: v{self.version}"

@@ -4,7 +4,8 @@ JWT authentication for WebSockets.
 The access token comes either as the subprotocol pair ``["bearer", "<access>"]`` (preferred: it
 stays out of URLs and logs) or as ``?token=<access>``. The middleware copies the scope and sets
 ``scope["user"]``, ``scope["token_exp"]`` (a UNIX time) and, when authentication failed,
-``scope["auth_error"]``; the consumer closes such sockets with 4401. Like
+``scope["auth_error"]``; the consumer closes such sockets with 4401. ``scope["token_version"]`` is
+the token's version, checked again by ``still_valid`` once the socket joined its group. Like
 ``channels.auth.AuthMiddleware``, it keeps no state on the instance.
 """
 
@@ -14,7 +15,6 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from django.db import InterfaceError, OperationalError
 from rest_framework_simplejwt.exceptions import TokenError
@@ -37,31 +37,16 @@ def token_from_scope(scope) -> str | None:
     return values[0] if values else None
 
 
-async def _get_active_user(user_id):
-    """The token's active user, remembered per process for a few seconds (inbox/directory.py)."""
-    try:
-        cached = directory.users.get(user_id)
-    except TypeError:  # an unhashable claim
-        return None
-    if cached is not None:
-        return cached
-    user = await _load_active_user(user_id)
+async def _get_token_user(user_id, version: int):
+    """The token's active user if the token is still good for them, remembered per process for a few seconds."""
+    user = directory.cached_token_user(user_id, version)
     if user is not None:
-        directory.users.set(user_id, user)
-    return user
-
-
-@database_sync_to_async
-def _load_active_user(user_id):
-    User = get_user_model()
-    try:
-        return User.objects.get(**{api_settings.USER_ID_FIELD: user_id}, is_active=True)
-    except (User.DoesNotExist, ValueError, TypeError):
-        return None
+        return user
+    return await database_sync_to_async(directory.token_user)(user_id, version)
 
 
 async def authenticate(scope) -> tuple[object, int | None, str | None]:
-    """Returns (user, token expiry, error code)."""
+    """Returns (user, token expiry, error code); sets ``scope["token_version"]``."""
     raw = token_from_scope(scope)
     if not raw:
         return AnonymousUser(), None, "token_missing"
@@ -71,15 +56,35 @@ async def authenticate(scope) -> tuple[object, int | None, str | None]:
         token = AccessToken(raw)
     except TokenError:
         return AnonymousUser(), None, "token_invalid"
-    user_id = token.get(api_settings.USER_ID_CLAIM)
+    # Strictly: 1.5 and true are not user 1, and a token of an older version was revoked.
+    user_id = directory.user_id_from_claim(token.get(api_settings.USER_ID_CLAIM))
+    version = directory.token_version_from_claim(token)
+    if user_id is None or version is None:
+        return AnonymousUser(), None, "token_invalid"
+    scope["token_version"] = version
     try:
-        user = await _get_active_user(user_id) if user_id is not None else None
+        user = await _get_token_user(user_id, version)
     except (OperationalError, InterfaceError):
         # PostgreSQL down or restarting: the consumer closes with 1013 (try again later).
         return AnonymousUser(), None, DATABASE_UNAVAILABLE
     if user is None:
         return AnonymousUser(), None, "user_inactive"
     return user, int(token["exp"]), None
+
+
+async def still_valid(scope) -> bool:
+    """
+    Asked of the database once the socket joined its user's group: is its user still active and
+    its token not revoked? The check at connect may have answered from this process' directory
+    (a user deactivated on another process moments ago), and a revocation committed between that
+    check and the join announced its CredentialsRevoked to a group the socket was not in yet;
+    from the join on, the event reaches it. Raises OperationalError when the database is down.
+    """
+    user = scope.get("user")
+    version = scope.get("token_version")
+    if user is None or version is None:  # a user set by another middleware: no token to check
+        return True
+    return await database_sync_to_async(directory.token_user)(user.pk, version, fresh=True) is not None
 
 
 class JWTAuthMiddleware(BaseMiddleware):

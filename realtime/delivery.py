@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from inbox.delivery import DeliveryBackend
-from inbox.events import Event, NotificationsDeleted, NotificationsRead, NotificationsSaved, NotificationsSent
+from inbox.events import CredentialsRevoked, Event, NotificationsDeleted, NotificationsRead, NotificationsSaved, NotificationsSent
 from inbox.payloads import notification_payload
 
 from . import protocol, publisher
@@ -30,6 +30,9 @@ def render(event: Event) -> list[publisher.Event]:
         return [(event.user_id, protocol.read_message(ids=event.ids, read=event.read, unread=event.unread))]
     if kind is NotificationsDeleted:
         return [(event.user_id, protocol.deleted_message(ids=event.ids, unread=event.unread))]
+    if kind is CredentialsRevoked:
+        # Every open socket of the user, on every server process, closes with 4401.
+        return [(event.user_id, protocol.credentials_revoked_message())]
     if kind is NotificationsSaved:
         # Stored rows (saved one by one, an admin resend), one message each; expired ones are skipped.
         unread = event.unread

@@ -1,17 +1,31 @@
 """
 simplejwt's JWT authentication, with the token's user remembered per process (inbox/directory.py)
 and each verified token remembered until it expires.
+
+A token names its user only through claims read strictly (``directory.user_id_from_claim``: an
+integer, never 1.5 or true for user 1) and only while its ``token_version`` is the user's
+(inbox.models.TokenVersion: a password change or a deactivation revokes every token issued before).
+The token endpoints issue tokens with the claim and refuse a refresh token of a deleted, inactive
+or revoked user with a 401.
 """
 
 import copy
 import time
 from datetime import timedelta
 
+from django.core.exceptions import ObjectDoesNotExist
+from django.utils.translation import gettext_lazy as _
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.authentication import JWTAuthentication
+from rest_framework_simplejwt.exceptions import InvalidToken
+from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
 from rest_framework_simplejwt.settings import api_settings
 
 from inbox import directory
+
+NO_USER = _("Token contained no recognizable user identification")
+REVOKED = _("User not found or inactive, or the token was revoked (password changed or account deactivated).")
 
 
 class VerifiedTokens:
@@ -56,16 +70,57 @@ class CachedJWTAuthentication(JWTAuthentication):
         return token
 
     def get_user(self, validated_token):
-        user_id = validated_token.get(api_settings.USER_ID_CLAIM)
-        if user_id is None or api_settings.CHECK_REVOKE_TOKEN:  # the revocation claim is checked each time
-            return super().get_user(validated_token)
-        cached = directory.users.get(user_id)
-        if cached is not None:
-            # A copy per request: views and has_perm() set attributes on request.user.
-            return copy.copy(cached)
-        user = super().get_user(validated_token)  # raises for an unknown or inactive user
-        directory.users.set(user_id, user)
+        user_id = directory.user_id_from_claim(validated_token.get(api_settings.USER_ID_CLAIM))
+        version = directory.token_version_from_claim(validated_token)
+        if user_id is None or version is None:
+            raise InvalidToken(NO_USER)
+        if api_settings.CHECK_REVOKE_TOKEN:  # simplejwt's password-hash claim, checked each time
+            user = super().get_user(validated_token)
+            if directory.token_user(user_id, version) is None:
+                raise AuthenticationFailed(REVOKED, code="token_revoked")
+            return user
+        user = directory.token_user(user_id, version)  # remembered for a few seconds
+        if user is None:
+            raise AuthenticationFailed(REVOKED, code="token_revoked")
+        # A copy per request: views and has_perm() set attributes on request.user.
         return copy.copy(user)
+
+
+def token_user_or_401(token):
+    """The user a (refresh) token names if it is still good for them, from the database; a 401 otherwise."""
+    user_id = directory.user_id_from_claim(token.payload.get(api_settings.USER_ID_CLAIM))
+    version = directory.token_version_from_claim(token.payload)
+    if user_id is None or version is None:
+        raise InvalidToken(NO_USER)
+    user = directory.token_user(user_id, version, fresh=True)
+    if user is None or not api_settings.USER_AUTHENTICATION_RULE(user):
+        raise AuthenticationFailed(REVOKED, code="token_revoked")
+    return user
+
+
+class VersionedTokenObtainPairSerializer(TokenObtainPairSerializer):
+    """simplejwt's sign-in, with the user's current ``token_version`` in both tokens."""
+
+    @classmethod
+    def get_token(cls, user):
+        token = super().get_token(user)
+        token[directory.TOKEN_VERSION_CLAIM] = directory.current_token_version(user.pk)
+        return token
+
+
+class CheckedTokenRefreshSerializer(TokenRefreshSerializer):
+    """
+    simplejwt's refresh, after asking the database whether the refresh token's user still exists,
+    is active and has not revoked it: simplejwt's own check was a 500 for a deleted user and
+    skipped a user id of "" or null.
+    """
+
+    def validate(self, attrs):
+        token_user_or_401(self.token_class(attrs["refresh"]))  # TokenError: the view's 401
+        try:
+            return super().validate(attrs)
+        except ObjectDoesNotExist:  # deleted in between
+            raise AuthenticationFailed(REVOKED, code="token_revoked") from None
 
 
 class CachedJWTScheme(SimpleJWTScheme):

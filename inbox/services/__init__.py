@@ -6,6 +6,7 @@ outage never fails a write.
 """
 
 from ..exceptions import IdempotencyConflict, UnknownRecipients
+from .credentials import credentials_revoke
 from .deleting import notification_admin_delete, notification_delete
 from .idempotency import IdempotencyClaim, idempotency_key_claim, idempotency_key_complete
 from .read_state import (
@@ -21,6 +22,7 @@ __all__ = [
     "IdempotencyClaim",
     "IdempotencyConflict",
     "UnknownRecipients",
+    "credentials_revoke",
     "idempotency_key_claim",
     "idempotency_key_complete",
     "notification_ack",

@@ -103,7 +103,8 @@ async def test_a_socket_is_closed_with_4401_when_its_token_expires_and_gets_noth
 
 async def test_a_frame_sent_on_an_expired_token_is_refused_with_4401(ws, alice):
     token = AccessToken.for_user(alice)
-    token.set_exp(lifetime=timedelta(seconds=1))
+    # exp is whole seconds: 1 to 2 s from now (with 1 s it could expire during the connect itself).
+    token.set_exp(lifetime=timedelta(seconds=2))
     sock = await ws(token=str(token))
     await sock.until_sync_done()
     # The expiry timer and the frame race; either way the socket ends with 4401 and never a pong.

@@ -90,7 +90,7 @@ def test_on_postgresql_a_send_outside_a_transaction_naming_a_deactivated_recipie
         "inbox_notification_insert_rows", "inbox_notification_insert"
     ]
     assert list(Notification.objects.values_list("title", flat=True)) == ["before"]
-    assert [event["notification"]["title"] for _, event in pushed] == ["before"]
+    assert [event["notification"]["title"] for _, event in pushed.of_type("notification.created")] == ["before"]
 
 
 @postgresql_only
