@@ -21,6 +21,9 @@ DEFAULTS: dict[str, Any] = {
     "FRAME_BURST": 60,
     # Frames refused in a row before the socket is closed with 4429.
     "FRAME_ABUSE_CLOSE": 100,
+    # Open sockets per user, counted across server processes by the channel layer; one more is
+    # closed with 4408 right after it opens. 0: no cap.
+    "MAX_SOCKETS_PER_USER": 50,
     # --- The channel layer ---
     # A fan-out batch (or a group join) that Redis does not take within this many seconds is given
     # up and logged; clients recover it by catch-up.

@@ -32,6 +32,15 @@ async def _forward(receive, inbox: asyncio.Queue) -> None:
         inbox.put_nowait(exc)
 
 
+class Later:
+    """Work the consumer queued for itself (``later``): run on its task after what was queued before."""
+
+    __slots__ = ("action",)
+
+    def __init__(self, action) -> None:
+        self.action = action
+
+
 class SendInProgress:
     """A send started by ``handle_now`` that did not complete at once: the consumer's task ends it."""
 
@@ -115,6 +124,9 @@ class FastPathConsumerMixin:
                 if isinstance(item, SendInProgress):
                     await item.finish()
                     continue
+                if isinstance(item, Later):
+                    await item.action()
+                    continue
                 await self.dispatch(item)
         except StopConsumer:
             pass
@@ -123,6 +135,10 @@ class FastPathConsumerMixin:
                 task.cancel()
             if attached is not None:
                 self.channel_layer.detach(attached)
+
+    def later(self, action) -> None:
+        """Run the coroutine function ``action`` on this consumer's task once what is queued now was handled."""
+        self.inbox.put_nowait(Later(action))
 
     def handle_now(self, event: dict) -> bool:
         """

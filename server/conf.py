@@ -23,6 +23,19 @@ DEFAULTS: dict[str, Any] = {
     "GC_FREEZE_GROWTH": 0.25,
     # ... or after this many seconds.
     "GC_FULL_EVERY_SECONDS": 600.0,
+    # --- Limits of what one client may make the server hold (server/patches) ---
+    # A WebSocket whose unsent bytes (written by the server, not yet taken by the client's TCP
+    # connection) pass this is closed with 1008; the client reconnects and catches up. 0: no limit.
+    "WEBSOCKET_MAX_UNSENT_BYTES": 4 * 1024 * 1024,
+    # Protocol-level pings a socket may send: this many a second, in bursts of up to
+    # WEBSOCKET_PING_BURST (the size of REALTIME's frame budget); past it the socket is closed
+    # with 1008. 0: no limit.
+    "WEBSOCKET_PING_RATE": 20.0,
+    "WEBSOCKET_PING_BURST": 60,
+    # An HTTP request's head and body must arrive within this many seconds of its first line, or it
+    # is answered 408 and its connection closed. A body declared larger than Django's
+    # DATA_UPLOAD_MAX_MEMORY_SIZE is a 413 before a byte of it is read. 0: no timeout.
+    "REQUEST_READ_TIMEOUT_SECONDS": 30.0,
 }
 
 

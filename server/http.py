@@ -6,8 +6,9 @@ runs them with ``ThreadSensitiveContext``: a new thread per request, the request
 ``response.close`` each sent through ``sync_to_async``, and any sync-only middleware adapted hook by
 hook: about half of a send's server CPU (bench/JOURNAL.md, finding 12).
 
-``PooledASGIHandler`` reads the body on the event loop (stopping at Django's
-``DATA_UPLOAD_MAX_MEMORY_SIZE`` with a 413), then runs the whole synchronous request, like a WSGI
+``PooledASGIHandler`` reads the body on the event loop (a 413 for a body declared or grown over
+Django's ``DATA_UPLOAD_MAX_MEMORY_SIZE``, before a byte is read when its ``Content-Length`` says so;
+a 408 when it has not all arrived within SERVER['REQUEST_READ_TIMEOUT_SECONDS']), then runs the whole synchronous request, like a WSGI
 server would, in a fixed pool of threads: signals, middleware, view, ``response.close()``. Threads
 live on, so their database connections are handed back to the pool (or kept for ``CONN_MAX_AGE``)
 as under WSGI. The pool also bounds how many requests hold a database connection at once; the rest
@@ -28,6 +29,8 @@ from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.http import FileResponse, JsonResponse
 from django.urls import set_script_prefix
 
+from .conf import server_setting
+
 logger = logging.getLogger(__name__)
 
 _END = object()
@@ -41,6 +44,14 @@ class _Disconnected(Exception):
     pass
 
 
+def declared_length(scope) -> int | None:
+    """The request's ``Content-Length`` (None without one, or when it is not a number)."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
 class PooledASGIHandler(ASGIHandler):
     def __init__(self, threads: int) -> None:
         base.BaseHandler.__init__(self)
@@ -51,14 +62,19 @@ class PooledASGIHandler(ASGIHandler):
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        timeout = server_setting("REQUEST_READ_TIMEOUT_SECONDS") or None
         try:
-            body_file = await self._read_body(receive, limit)
+            if limit is not None and (declared_length(scope) or 0) > limit:
+                raise _TooLarge  # before reading a byte of it
+            async with asyncio.timeout(timeout):
+                body_file = await self._read_body(receive, limit)
         except _Disconnected:
             return
         except _TooLarge:
-            response = JsonResponse({"detail": f"The request body is too large (limit {limit} bytes)."}, status=413)
-            response["Connection"] = "close"
-            await self._send_safely(response, send)
+            await self._refuse(send, 413, f"The request body is too large (limit {limit} bytes).")
+            return
+        except TimeoutError:
+            await self._refuse(send, 408, f"The request body did not arrive within {timeout:g} seconds.")
             return
         loop = asyncio.get_running_loop()
         response = None
@@ -71,6 +87,12 @@ class PooledASGIHandler(ASGIHandler):
         finally:
             if response is None or response.streaming:
                 await loop.run_in_executor(self.executor, self._finish, response, body_file)
+
+    async def _refuse(self, send, status: int, detail: str) -> None:
+        """Answer without reading (the rest of) the body, and close the connection."""
+        response = JsonResponse({"detail": detail}, status=status)
+        response["Connection"] = "close"
+        await self._send_safely(response, send)
 
     def _respond_and_finish(self, scope, body_file):
         """

@@ -13,4 +13,11 @@ SERVER = {
     "GC_FREEZE": env_bool("INBOX_GC_FREEZE", True),
     "GC_FREEZE_GROWTH": env_float("INBOX_GC_FREEZE_GROWTH", 0.25),
     "GC_FULL_EVERY_SECONDS": env_float("INBOX_GC_FULL_EVERY_SECONDS", 600.0),
+    # What one client may make the server hold (server/patches): a WebSocket's unsent bytes (past
+    # it: 1008), its protocol pings (the same budget as REALTIME's client frames by default), the
+    # time a request's head and body may take to arrive (past it: 408).
+    "WEBSOCKET_MAX_UNSENT_BYTES": env_int("INBOX_WEBSOCKET_MAX_UNSENT_BYTES", 4 * 1024 * 1024),
+    "WEBSOCKET_PING_RATE": env_float("INBOX_WEBSOCKET_PING_RATE", env_float("REALTIME_FRAME_RATE", 20.0)),
+    "WEBSOCKET_PING_BURST": env_int("INBOX_WEBSOCKET_PING_BURST", env_int("REALTIME_FRAME_BURST", 60)),
+    "REQUEST_READ_TIMEOUT_SECONDS": env_float("INBOX_REQUEST_READ_TIMEOUT_SECONDS", 30.0),
 }

@@ -247,6 +247,20 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
         for pump in self._pumps.values():
             pump.cancel()
 
+    async def group_add_counting(self, group: str, channel: str, *, since: float) -> int:
+        """
+        ``group_add``, and the group's members that joined (or re-joined) after ``since`` (a Unix
+        time), this one included: one round trip, so every server process counts the same set.
+        """
+        assert self.require_valid_group_name(group), "Group name not valid"
+        assert self.require_valid_channel_name(channel), "Channel name not valid"
+        key = self._group_key(group)
+        pipe = self.connection(self.consistent_hash(group)).pipeline(transaction=False)
+        pipe.zadd(key, {channel: time.time()})
+        pipe.expire(key, self.group_expiry)
+        pipe.zcount(key, since, "+inf")
+        return int((await pipe.execute())[2])
+
     def group_key(self, group: str) -> bytes:
         """The Redis key of ``group``'s members (channels-redis' format, realtime/layers/compat.py)."""
         return self._group_key(group)

@@ -130,4 +130,7 @@ PATCHES: tuple[Patch, ...] = (
     twisted.write_through_tcp,
     autobahn.lazy_autobahn_log_labels,
     daphne.direct_text_frames,
+    daphne.close_websockets_that_do_not_read,
+    daphne.limit_websocket_pings,
+    daphne.bound_request_bodies,
 )

@@ -1,10 +1,19 @@
-"""Patches of daphne 4.2: close codes, shutdown, form parsing, text frames (server/patches)."""
+"""Patches of daphne 4.2: close codes, shutdown, form parsing, text frames, client limits (server/patches)."""
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import sys
+import time
 
 from . import patch
+
+logger = logging.getLogger(__name__)
+
+#: RFC 6455 "policy violation": the close code of the limits below (realtime/protocol.py mirrors it).
+POLICY_VIOLATION = 1008
 
 # RFC 6455 7.4.1 and the IANA registry: codes an endpoint may put in a close frame.
 STANDARD_CLOSE_CODES = frozenset({1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
@@ -174,3 +183,192 @@ def direct_text_frames() -> None:
         self.transport.write(frame)
 
     WebSocketProtocol.serverSend = serverSend
+
+
+def _close_for_policy(protocol, what: str) -> None:
+    """Close ``protocol``'s socket with 1008 and drop what the application sends afterwards."""
+    protocol._closed_by_server = True
+    logger.warning("WebSocket %s closed with %d: %s", protocol.client_addr, POLICY_VIOLATION, what)
+    protocol.sendCloseFrame(code=POLICY_VIOLATION, isReply=False)
+
+
+@patch(
+    "daphne", ">=4.2,<4.3",
+    "a socket that never read grew daphne by 1.1 GB in 30 s: Twisted buffers every frame the client does not "
+    "take (issue 23)",
+    also={"Twisted": ">=26.10,<26.11", "autobahn": ">=26.10,<26.11"},
+)
+def close_websockets_that_do_not_read() -> None:
+    """
+    Close a WebSocket with 1008 when more than SERVER['WEBSOCKET_MAX_UNSENT_BYTES'] wait to be sent to it.
+
+    daphne writes each ``websocket.send`` to Twisted at once and never asks whether the client
+    takes it; what the kernel does not take stays in Twisted's buffer. A client that does not
+    read (and asks for a catch-up of megabytes every 50 ms) grew daphne from 105 to 1,257 MB in
+    30 s. Before each frame the bytes still waiting in the transport are counted
+    (server.patches.twisted.unsent_bytes); past the limit the frame is dropped and a close frame
+    (1008) goes after what is queued. autobahn drops the connection, and with it the buffer, when
+    the client does not answer the close within its closeHandshakeTimeout (1 s). What the
+    application sends after that close is dropped instead of raising in its ``send``: the
+    application learns of the close from the ``websocket.disconnect`` that follows.
+    """
+    from daphne.ws_protocol import WebSocketProtocol
+
+    from ..conf import server_setting
+    from .twisted import unsent_bytes
+
+    WebSocketProtocol.maxUnsentBytes = int(server_setting("WEBSOCKET_MAX_UNSENT_BYTES") or 0)
+    WebSocketProtocol._closed_by_server = False
+    inner = WebSocketProtocol.serverSend
+    OPEN = WebSocketProtocol.STATE_OPEN
+
+    def serverSend(self, content, binary=False):
+        if self.state == OPEN:
+            limit = self.maxUnsentBytes
+            if limit and unsent_bytes(self.transport) > limit:
+                _close_for_policy(self, f"more than {limit} bytes unsent: the client does not read")
+                return None
+        elif self._closed_by_server:
+            return None  # closed by a limit here: the application hears of it by websocket.disconnect
+        return inner(self, content, binary)
+
+    WebSocketProtocol.serverSend = serverSend
+
+
+@patch(
+    "daphne", ">=4.2,<4.3",
+    "10,000 protocol-level pings were all answered, outside the frame budget the application keeps (issue 23)",
+    also={"autobahn": ">=26.10,<26.11"},
+)
+def limit_websocket_pings() -> None:
+    """
+    Give a WebSocket's protocol-level pings a budget, and close the socket with 1008 past it.
+
+    autobahn answers every ping frame with a pong (``onPing``) below the application, so the
+    application's own budget of client frames never sees them: 10,000 pings were 10,000 pongs. Here
+    each ping takes a token from a bucket of SERVER['WEBSOCKET_PING_BURST'] tokens refilled at
+    SERVER['WEBSOCKET_PING_RATE'] a second (by default the size of REALTIME's frame budget); a ping
+    with no token left closes the socket with 1008.
+    """
+    from daphne.ws_protocol import WebSocketProtocol
+
+    from ..conf import server_setting
+
+    WebSocketProtocol.pingRate = float(server_setting("WEBSOCKET_PING_RATE") or 0)
+    WebSocketProtocol.pingBurst = float(server_setting("WEBSOCKET_PING_BURST") or 0)
+    WebSocketProtocol._closed_by_server = False
+    inner = WebSocketProtocol.onPing
+
+    def onPing(self, payload):
+        rate, burst = self.pingRate, self.pingBurst
+        if rate and burst:
+            now = time.monotonic()
+            state = self.__dict__
+            tokens = min(burst, state.get("_ping_tokens", burst) + (now - state.get("_ping_at", now)) * rate)
+            self._ping_at = now
+            if tokens < 1:
+                self._ping_tokens = tokens
+                if self.state == self.STATE_OPEN:
+                    _close_for_policy(self, f"protocol pings over {rate:g}/s (bursts of {burst:g})")
+                return None
+            self._ping_tokens = tokens - 1
+        return inner(self, payload)
+
+    WebSocketProtocol.onPing = onPing
+
+
+_BODY_TOO_LARGE = (413, b"Payload Too Large")
+_BODY_TIMEOUT = (408, b"Request Timeout")
+
+
+@patch(
+    "daphne", ">=4.2,<4.3",
+    "Twisted spooled a declared 2 GiB body to a temporary file before the application could refuse it, and "
+    "waited for a slow body without a timeout (issue 23)",
+    also={"Twisted": ">=26.10,<26.11"},
+)
+def bound_request_bodies() -> None:
+    """
+    Refuse an HTTP body over the limit from its declared length (413), and time out slow requests (408).
+
+    Twisted reads a request's whole body before daphne hands it to the application, into a
+    temporary file from 100 KB (``Request.gotLength``): an unauthenticated client could make the
+    server spool a declared 2 GiB to disk, and one that declared ``Content-Length: 1000`` and sent 7
+    bytes held its connection for Twisted's idle timeout (12 hours, reset by every byte).
+
+    Here a declared length over Django's DATA_UPLOAD_MAX_MEMORY_SIZE (the limit server/http.py
+    applies too) is answered 413 at once, before the body is read, and the connection closed; a
+    chunked body is refused the same way once it passes the limit. A request whose head and body
+    have not all arrived SERVER['REQUEST_READ_TIMEOUT_SECONDS'] after its first line is answered
+    408 and its connection closed, by daphne's own timeout check (every 2 s, ``check_timeouts``).
+    The application never sees a refused request.
+    """
+    from daphne.http_protocol import WebRequest
+    from django.conf import settings
+
+    from ..conf import server_setting
+
+    timeout = float(server_setting("REQUEST_READ_TIMEOUT_SECONDS") or 0)
+    WebRequest._body_refused = False
+    WebRequest._body_received = 0
+    init, got_length, handle_chunk = WebRequest.__init__, WebRequest.gotLength, WebRequest.handleContentChunk
+    received, daphne_checks = WebRequest.requestReceived, WebRequest.check_timeouts
+
+    def refuse(self, answer: tuple[int, bytes], detail: str) -> None:
+        self._body_refused = True
+        self._read_started = None
+        status, phrase = answer
+        body = json.dumps({"detail": detail}).encode()
+        head = b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+        content, self.content = getattr(self, "content", None), io.BytesIO()
+        if content is not None:
+            content.close()  # a temporary file already made for a chunked body
+        self.requestHeaders.removeHeader(b"Expect")  # no "100 Continue" after the answer
+        channel = self.channel
+        if channel is not None and channel.transport is not None:
+            channel.transport.write(head % (status, phrase, len(body)) + body)
+            channel.transport.loseConnection()
+        logger.info("HTTP request refused with %d: %s", status, detail)
+
+    def limit() -> int | None:
+        return settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+
+    def __init__(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self._read_started = time.monotonic()  # made at the request's first line
+
+    def gotLength(self, length):
+        most = limit()
+        if length is not None and most is not None and length > most:
+            refuse(self, _BODY_TOO_LARGE, f"The request body is too large (limit {most} bytes).")
+            return
+        got_length(self, length)
+
+    def handleContentChunk(self, data):
+        if self._body_refused:
+            return  # the rest of a read that held the refused request
+        self._body_received += len(data)
+        most = limit()
+        if most is not None and self._body_received > most:
+            refuse(self, _BODY_TOO_LARGE, f"The request body is too large (limit {most} bytes).")
+            return
+        handle_chunk(self, data)
+
+    def requestReceived(self, command, path, version):
+        if self._body_refused:
+            return None  # answered already; the application never sees it
+        self._read_started = None
+        return received(self, command, path, version)
+
+    def check_timeouts(self):
+        started = self.__dict__.get("_read_started")
+        if timeout and started is not None and time.monotonic() - started > timeout:
+            refuse(self, _BODY_TIMEOUT, f"The request did not arrive within {timeout:g} seconds.")
+            return
+        daphne_checks(self)
+
+    WebRequest.__init__ = __init__
+    WebRequest.gotLength = gotLength
+    WebRequest.handleContentChunk = handleContentChunk
+    WebRequest.requestReceived = requestReceived
+    WebRequest.check_timeouts = check_timeouts

@@ -45,3 +45,23 @@ def write_through_tcp() -> None:
         buffered_write(self, data)
 
     tcp.Connection.write = write
+
+
+def unsent_bytes(transport) -> int:
+    """
+    The bytes written to ``transport`` that Twisted still holds, not yet taken by the kernel.
+
+    Reads ``FileDescriptor``'s buffer as Twisted 26.10 keeps it (``dataBuffer`` from ``offset``, plus
+    ``_tempDataLen`` bytes of later writes); a wrapping transport (TLS) is looked through to the
+    TCP connection under it. 0 for a transport without such a buffer. Used by the patches that
+    bound what a client may make the server hold (server/patches/daphne.py), which name this
+    Twisted range in their ``also``.
+    """
+    for _ in range(4):
+        try:
+            return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        except AttributeError:
+            transport = getattr(transport, "transport", None)
+            if transport is None:
+                return 0
+    return 0

@@ -10,7 +10,8 @@
  * What it does for you:
  * - authenticates with the JWT as the subprotocol pair ["bearer", token] (never in the URL);
  *   on a 4401 close (token expired or invalid) it asks getToken() for a fresh one and reconnects;
- * - reconnects with exponential backoff and full jitter (longer after a 4429 rate limit);
+ * - reconnects with exponential backoff and full jitter (longer after a 4429 rate limit, and after a
+ *   4408: the user has the most sockets the server allows open in other tabs);
  * - resumes with ?after=<last id seen>, so what was sent while it was away arrives by catch-up;
  * - drops duplicates by id, acks (in batches) what it hands to you, keeps the unread count;
  * - pings every 25 s and drops a connection that stops answering.
@@ -29,6 +30,7 @@ const CLOSE_NORMAL = 1000;
 const CLOSE_BAD_REQUEST = 4400;
 const CLOSE_UNAUTHORIZED = 4401;
 const CLOSE_RATE_LIMITED = 4429;
+const CLOSE_TOO_MANY_SOCKETS = 4408; // the user's other tabs hold the server's cap of sockets
 const CLOSE_DEAD = 4000; // our own code: the server stopped answering pings
 
 const MAX_IDS_PER_FRAME = 1000;
@@ -71,7 +73,7 @@ export class InboxClient extends EventTarget {
    * @param {string} [options.resumeKey]   keep the last id seen in sessionStorage under this key
    * @param {boolean} [options.autoAck=true] ack every notification handed to a listener
    * @param {number} [options.minDelay=500] [options.maxDelay=30000] backoff bounds, in ms
-   * @param {number} [options.rateLimitDelay=30000] at least this long after a 4429 close
+   * @param {number} [options.rateLimitDelay=30000] at least this long after a 4429 or 4408 close
    * @param {number} [options.heartbeat=25000] ping period; [options.pongTimeout=10000]
    */
   constructor(options = {}) {
@@ -249,7 +251,7 @@ export class InboxClient extends EventTarget {
         return;
       }
       this._retry(wasSynced ? 0 : this._backoff(), code);
-    } else if (code === CLOSE_RATE_LIMITED) {
+    } else if (code === CLOSE_RATE_LIMITED || code === CLOSE_TOO_MANY_SOCKETS) {
       this._retry(Math.max(this.rateLimitDelay, this._backoff()), code);
     } else if (code === CLOSE_BAD_REQUEST) {
       this._setLastId(null); // the server refused our ?after=: start from the pending ones

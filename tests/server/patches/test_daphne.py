@@ -139,3 +139,30 @@ def test_a_large_frame_sent_directly_reaches_a_peer_whole(connection):
     protocol.transport = conn
     protocol.handle_reply({"type": "websocket.send", "text": "z" * 70_000})
     assert read_exactly(peer, 10 + 70_000) == b"\x81\x7f" + (70_000).to_bytes(8, "big") + b"z" * 70_000
+
+
+def test_daphnes_timeout_check_of_a_request_within_its_time_runs_daphnes_own_check():
+    # bound_request_bodies wraps check_timeouts; a request in time gets daphne's own check, once.
+    from server.patches.daphne import bound_request_bodies
+
+    bound_request_bodies()
+    server = SimpleNamespace(protocol_connected=lambda request: None, http_timeout=None)
+    channel = SimpleNamespace(getPeer=lambda: None, getHost=lambda: None, transport=None, factory=SimpleNamespace(server=server))
+    request = WebRequest(channel)
+    request.check_timeouts()  # within REQUEST_READ_TIMEOUT_SECONDS: nothing happens, nothing raises
+    assert request._body_refused is False
+
+
+def test_unsent_bytes_counts_what_twisted_still_holds_for_a_connection(connection):
+    from server.patches.twisted import unsent_bytes
+
+    conn, peer, reactor = connection
+    assert unsent_bytes(conn) == 0
+    big = b"x" * 10_000_000  # more than the socket buffers hold
+    conn.write(big)
+    held = unsent_bytes(conn)
+    assert 0 < held <= len(big)
+    conn.write(b"more")
+    assert unsent_bytes(conn) == held + 4
+    assert unsent_bytes(SimpleNamespace(transport=conn)) == held + 4  # through a wrapping transport (TLS)
+    assert unsent_bytes(object()) == 0
