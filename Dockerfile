@@ -31,4 +31,8 @@ HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request; ur
 # routes /ws/ to daphne (README, Deployment):
 # docker run ... uvicorn --host 0.0.0.0 --port 8000 --proxy-headers --no-access-log --lifespan off \
 #     --loop uvloop --http httptools notifications_site.asgi:application
-CMD ["daphne", "--bind", "0.0.0.0", "--port", "8000", "--proxy-headers", "notifications_site.asgi:application"]
+# No --proxy-headers: daphne would take the client address from the leftmost X-Forwarded-For entry,
+# which the client writes. The application reads the proxy headers itself, trusting only what
+# INBOX_NUM_PROXIES proxies appended (the client address of the rate limits) and, behind one, the
+# proxy's X-Forwarded-Proto (DJANGO_SECURE_PROXY_SSL_HEADER): README, Deployment.
+CMD ["daphne", "--bind", "0.0.0.0", "--port", "8000", "notifications_site.asgi:application"]

@@ -4,15 +4,43 @@ The operators' view of the stored history.
 Large tables stay usable: the changelist counts at most ``COUNT_LIMIT`` rows (a bounded COUNT
 instead of COUNT(*) over millions), never runs the "N total" query, joins recipient and sender
 in the page query, and picks users by raw id instead of loading every user into a select.
+
+Bad input is a 4xx: actions check the ids they are given (``IntegerSelectionMixin``, on Django's
+user and group admins too); a NUL in a filter or a search never reaches PostgreSQL
+(inbox.middleware.RequestParametersMiddleware). The sign-in (``admin_login``, routed ahead of the
+admin's own URLs) has the token endpoint's per-address rate and password-check slots.
 """
 
+from functools import wraps
+
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.paginator import Paginator
 from django.db.models import Q
+from django.http import HttpResponse, HttpResponseBadRequest
 from django.utils.functional import cached_property
 
 from . import services
+from .api.throttles import AuthThrottle, PasswordChecksBusy, password_check_slot
 from .models import IdempotencyKey, Notification
+
+MAX_ID = 2**63 - 1
+
+
+class IntegerSelectionMixin:
+    """
+    An action on rows picked by id: ids that are not integers of the id's range are a 400. Django
+    passed them to ``pk__in`` as they came (``_selected_action=abc``: a ValueError, a 500 on every
+    database; an id past 2**63: an OverflowError on SQLite). Every model here has integer ids.
+    """
+
+    def response_action(self, request, queryset):
+        selected = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+        if not all(s.isascii() and s.isdigit() and int(s) <= MAX_ID for s in selected):
+            return HttpResponseBadRequest("The selected rows are named by integer ids.", content_type="text/plain; charset=utf-8")
+        return super().response_action(request, queryset)
 
 
 class BoundedCountPaginator(Paginator):
@@ -42,7 +70,7 @@ class StateFilter(admin.SimpleListFilter):
 
 
 @admin.register(Notification)
-class NotificationAdmin(admin.ModelAdmin):
+class NotificationAdmin(IntegerSelectionMixin, admin.ModelAdmin):
     list_display = ("id", "recipient", "title", "category", "state", "created_at")
     list_display_links = ("id", "title")
     list_filter = (StateFilter, "category", "created_at")
@@ -91,7 +119,7 @@ class NotificationAdmin(admin.ModelAdmin):
 
 
 @admin.register(IdempotencyKey)
-class IdempotencyKeyAdmin(admin.ModelAdmin):
+class IdempotencyKeyAdmin(IntegerSelectionMixin, admin.ModelAdmin):
     list_display = ("key", "sender", "response_status", "created_at")
     search_fields = ("key",)
     raw_id_fields = ("sender",)
@@ -99,3 +127,48 @@ class IdempotencyKeyAdmin(admin.ModelAdmin):
     readonly_fields = ("sender", "key", "request_hash", "response_status", "response_body", "created_at")
     paginator = BoundedCountPaginator
     show_full_result_count = False
+
+
+# Django's own user and group admins, with the same check of the selected ids.
+for _model in (get_user_model(), Group):
+    if admin.site.is_registered(_model):
+        _registered = type(admin.site.get_model_admin(_model))
+        admin.site.unregister(_model)
+        admin.site.register(_model, type(_registered.__name__, (IntegerSelectionMixin, _registered), {"__module__": __name__}))
+
+
+def _too_many_sign_ins(wait) -> HttpResponse:
+    seconds = max(1, int(round(wait or 1)))
+    response = HttpResponse(
+        f"Too many sign-in attempts. Try again in {seconds} second{'s' if seconds != 1 else ''}.\n",
+        status=429,
+        content_type="text/plain; charset=utf-8",
+    )
+    response["Retry-After"] = str(seconds)
+    return response
+
+
+def throttled_login(login_view):
+    """
+    The admin's sign-in with the token endpoint's limits: each POST (a password check) counts in the
+    same per-address ``auth`` rate (inbox/api/throttles.py), so neither door gives an attacker fresh
+    guesses, and holds one of the process' password-check slots or is refused at once (429).
+    """
+
+    @wraps(login_view)
+    def view(request, *args, **kwargs):
+        if request.method != "POST":
+            return login_view(request, *args, **kwargs)
+        throttle = AuthThrottle()
+        if not throttle.allow_request(request, None):
+            return _too_many_sign_ins(throttle.wait())
+        try:
+            with password_check_slot():
+                return login_view(request, *args, **kwargs)
+        except PasswordChecksBusy as exc:
+            return _too_many_sign_ins(exc.wait)
+
+    return view
+
+
+admin_login = throttled_login(admin.site.login)

@@ -23,6 +23,10 @@ DEFAULTS: dict[str, Any] = {
     "CATCHUP_BATCH": 500,  # rows per catch-up query
     "CATCHUP_MAX": 10_000,  # rows per sync; ``more`` tells the client to sync again
     "IDEMPOTENCY_KEY_MAX_LENGTH": 255,
+    # Password checks (token requests, admin sign-ins) hashing at once per process; more are a 429 at
+    # once (inbox.api.throttles.password_check_slot). A PBKDF2 check is ~0.3 s of a core: 2 leaves the
+    # HTTP threads and the other cores to the API during a flood of wrong logins.
+    "PASSWORD_CHECKS": 2,
     # Dotted paths of the classes that carry committed events (inbox/delivery).
     "DELIVERY_BACKENDS": ["realtime.delivery.WebSocketBackend"],
     # --- Tuning (docs/performance.md) ---

@@ -27,15 +27,17 @@ from inbox.conf import inbox_setting
 from inbox.payloads import notification_payload
 
 from . import protocol, publisher, watchdog
-from .auth import BEARER, DATABASE_UNAVAILABLE
+from .auth import BEARER, DATABASE_UNAVAILABLE, still_valid
 from .conf import realtime_setting
 from .fastpath import FastPathConsumerMixin
+from .layers.membership import join_counting
 from .protocol import (
     CLOSE_BAD_REQUEST,
     CLOSE_LAYER_FAILED,
     CLOSE_RATE_LIMITED,
     CLOSE_SERVICE_RESTART,
     CLOSE_TOO_BIG,
+    CLOSE_TOO_MANY_SOCKETS,
     CLOSE_TRY_AGAIN_LATER,
     CLOSE_UNAUTHORIZED,
     FrameError,
@@ -85,6 +87,7 @@ class NotificationConsumer(FastPathConsumerMixin, AsyncJsonWebsocketConsumer):
         self.bucket = float(realtime_setting("FRAME_BURST"))
         self.bucket_at = time.monotonic()
         self.refused = 0
+        self.sync_after = None  # the cursor of a sync waiting its turn (on_sync)
         publisher.bind_loop()
 
         subprotocols = self.scope.get("subprotocols") or []
@@ -111,14 +114,35 @@ class NotificationConsumer(FastPathConsumerMixin, AsyncJsonWebsocketConsumer):
 
         await self.accept(subprotocol)
         group = publisher.group_for_user(self.user.pk)
+        # A live socket re-joins every GROUP_REFRESH_SECONDS: older members are gone sockets.
+        fresh_within = realtime_setting("GROUP_REFRESH_SECONDS") + 60
         try:
-            await asyncio.wait_for(self.channel_layer.group_add(group, self.channel_name), realtime_setting("SEND_TIMEOUT"))
+            sockets = await asyncio.wait_for(
+                join_counting(self.channel_layer, group, self.channel_name, fresh_within=fresh_within),
+                realtime_setting("SEND_TIMEOUT"),
+            )
         except Exception as exc:
             logger.warning("socket closed: could not join its group (%s: %s)", type(exc).__name__, exc)
             await self.close(code=CLOSE_LAYER_FAILED)
             return
+        cap = realtime_setting("MAX_SOCKETS_PER_USER")
+        if cap and sockets is not None and sockets > cap:
+            # Counted by the layer across server processes, this socket included: leave again.
+            try:
+                await asyncio.wait_for(self.channel_layer.group_discard(group, self.channel_name), 1.0)
+            except Exception:
+                pass  # the membership expires by itself
+            logger.info("socket closed: user %s has %d sockets open (cap %d)", self.user.pk, sockets - 1, cap)
+            await self.send_text(protocol.error_frame("too_many_sockets", f"At most {cap} open sockets per user."))
+            await self.close(code=CLOSE_TOO_MANY_SOCKETS)
+            return
         self.group = group
         watchdog.register(self)  # closed with 1012 if Redis fails or forgets the group
+        if not await still_valid(self.scope):
+            # Deactivated or revoked moments ago (on another process, or between the check at
+            # connect and the join): the database says so now, and later events reach the group.
+            await self.close(code=CLOSE_UNAUTHORIZED)
+            return
         if self.token_exp is not None:
             self._call_later(self.token_exp - time.time(), self._close_for_expired_token)
         self._call_later(realtime_setting("GROUP_REFRESH_SECONDS"), self._refresh_group_membership)
@@ -287,7 +311,23 @@ class NotificationConsumer(FastPathConsumerMixin, AsyncJsonWebsocketConsumer):
         await database_sync_to_async(services.notification_mark_all_read)(user=self.user, category=category)
 
     async def on_sync(self, content) -> None:
-        await self.catch_up(parse_id(content.get("after")))
+        """
+        Queue a catch-up behind what is queued now. Syncs that arrive before it runs are answered
+        by the same one (from the smallest ``after``) and its one ``sync.done``: a client that
+        repeats ``sync`` while a catch-up is in flight costs one catch-up, not one each.
+        """
+        after = parse_id(content.get("after"))
+        waiting = self.sync_after
+        if waiting is not None:
+            self.sync_after = min(waiting, after)
+            return
+        self.sync_after = after
+        self.later(self._sync_now)
+
+    async def _sync_now(self) -> None:
+        after, self.sync_after = self.sync_after, None
+        if after is not None:
+            await self.catch_up(after)
 
     async def on_ping(self, content) -> None:
         await self.send_text(protocol.pong_frame())
@@ -322,6 +362,11 @@ class NotificationConsumer(FastPathConsumerMixin, AsyncJsonWebsocketConsumer):
         await self.send_text(event["frame"] if "frame" in event else protocol.with_frame(event)["frame"])
 
     notification_deleted = notification_read
+
+    async def credentials_revoked(self, event) -> None:
+        """The user's tokens were revoked (password changed, deactivated, deleted): the error frame, then 4401."""
+        await self.send_text(event["frame"])
+        await self.close(code=CLOSE_UNAUTHORIZED)
 
     # --- Sending --------------------------------------------------------------------------------
 

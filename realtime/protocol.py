@@ -5,9 +5,13 @@ frames, and the rendering of every frame the server sends.
 The other half is the browser client (inbox/static/inbox/inbox-client.js), which mirrors the close
 codes it acts on. Server frames are JSON text; each one has one function here.
 
-Close codes: 4401 unauthenticated or token expired (refresh and reconnect), 4400 bad connect
+Close codes: 4401 unauthenticated, token expired, or its credentials revoked (a password change, a
+deactivation: an error frame ``credentials_revoked`` comes first; refresh and reconnect), 4400 bad connect
 parameters, 4429 too many refused frames, 1009 frame too large, 1011/1012 the channel layer failed
-(reconnect and catch up), 1013 the database is unavailable (try again later).
+(reconnect and catch up), 1013 the database is unavailable (try again later), 4408 the user has
+REALTIME['MAX_SOCKETS_PER_USER'] sockets open already (back off, retry later), 1008 the socket broke
+one of the server's limits (it did not read what was sent to it, or sent protocol pings past its
+budget: server/patches/daphne.py; reconnect later and catch up).
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ NOTIFICATION_CREATED = "notification.created"
 NOTIFICATION_READ = "notification.read"
 NOTIFICATION_DELETED = "notification.deleted"
 SYNC_DONE = "sync.done"
+# Channel-layer only: the user's tokens were revoked (inbox.events.CredentialsRevoked); each socket
+# sends its frame (an error ``credentials_revoked``) and closes with CLOSE_UNAUTHORIZED.
+CREDENTIALS_REVOKED = "credentials.revoked"
 ERROR = "error"
 PONG = "pong"
 
@@ -46,6 +53,10 @@ CLOSE_TOO_BIG = 1009  # a client frame over MAX_FRAME_BYTES
 CLOSE_LAYER_FAILED = 1011  # could not join the user's group: reconnect and catch up
 CLOSE_SERVICE_RESTART = 1012  # the channel layer failed or lost its state: reconnect and catch up
 CLOSE_TRY_AGAIN_LATER = 1013  # the database is unavailable
+CLOSE_TOO_MANY_SOCKETS = 4408  # the user has MAX_SOCKETS_PER_USER sockets open already
+# Sent by the server below the consumer (server/patches/daphne.py, POLICY_VIOLATION): more than
+# SERVER['WEBSOCKET_MAX_UNSENT_BYTES'] unread by the client, or protocol pings past their budget.
+CLOSE_POLICY_VIOLATION = 1008
 
 # --- Client frames ------------------------------------------------------------------------------------
 
@@ -159,6 +170,14 @@ def read_message(*, ids: Sequence[int], read: bool, unread: int) -> dict[str, An
 def deleted_message(*, ids: Sequence[int], unread: int) -> dict[str, Any]:
     """The channel-layer message of deleted notifications."""
     return {"type": NOTIFICATION_DELETED, "frame": render({"type": NOTIFICATION_DELETED, "ids": ids, "unread": unread})}
+
+
+def credentials_revoked_message() -> dict[str, Any]:
+    """The channel-layer message that closes every open socket of a user whose tokens were revoked."""
+    return {
+        "type": CREDENTIALS_REVOKED,
+        "frame": error_frame("credentials_revoked", "This account's sign-in was revoked (password changed or account deactivated); sign in again."),
+    }
 
 
 def sync_done_frame(*, last_id: int, unread: int, more: bool) -> str:

@@ -10,6 +10,8 @@ from contextlib import nullcontext
 import orjson
 from django.db import transaction
 from django.http import Http404
+from django.utils.decorators import method_decorator
+from django.views.decorators.cache import never_cache
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema
 from rest_framework import permissions, status
@@ -23,6 +25,7 @@ from inbox import directory, selectors, services
 from inbox.models import IdempotencyKey
 from inbox.payloads import notification_payload
 
+from .authentication import CheckedTokenRefreshSerializer, VersionedTokenObtainPairSerializer
 from .pagination import NotificationCursorPagination
 from .serializers import (
     BulkSendResponseSerializer,
@@ -35,7 +38,7 @@ from .serializers import (
     send_serializer,
     unknown_recipients_error,
 )
-from .throttles import AuthThrottle, ReadThrottle, SendThrottle
+from .throttles import AuthThrottle, ReadThrottle, SendThrottle, password_check_slot
 
 MAX_ID = 2**63 - 1
 IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -245,9 +248,21 @@ class MeView(ReadThrottled, APIView):
         return Response({"id": u.pk, "username": u.get_username(), "can_send": u.has_perm("inbox.send_notification")})
 
 
+# Tokens are credentials: no cache may keep them (never_cache: Cache-Control: no-store, ...).
+@method_decorator(never_cache, name="dispatch")
 class TokenView(TokenObtainPairView):
     throttle_classes = [AuthThrottle]
+    serializer_class = VersionedTokenObtainPairSerializer  # tokens carry the user's token_version
+
+    def post(self, request, *args, **kwargs):
+        # At most INBOX["PASSWORD_CHECKS"] password hashes at once per process; the rest get a 429.
+        with password_check_slot():
+            return super().post(request, *args, **kwargs)
 
 
+@method_decorator(never_cache, name="dispatch")
 class TokenRefresh(TokenRefreshView):
+    """A refresh token of a deleted, inactive or revoked user (or naming no one) is a 401."""
+
     throttle_classes = [AuthThrottle]
+    serializer_class = CheckedTokenRefreshSerializer

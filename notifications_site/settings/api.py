@@ -23,11 +23,15 @@ REST_FRAMEWORK = {
         "auth": os.environ.get("INBOX_THROTTLE_AUTH", "30/min"),
     },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
-    # Proxies in front of the service whose X-Forwarded-For is trusted to find the client address
-    # of the token rate limit. 0: use the socket address, so a forged header cannot dodge the limit.
+    # Proxies in front of the service that append to X-Forwarded-For: the per-address limits (token
+    # requests, admin sign-ins) count the entry this many from the right, read from the raw header
+    # whatever the server's --proxy-headers did. 0: the socket address; a request whose address
+    # the server took from the header (the client's own words) counts in one shared bucket.
+    # inbox.api.throttles.client_address;
     # https://www.django-rest-framework.org/api-guide/throttling/#how-clients-are-identified
     "NUM_PROXIES": env_int("INBOX_NUM_PROXIES", 0),
 }
+
 if DEBUG:
     REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append("rest_framework.renderers.BrowsableAPIRenderer")
 

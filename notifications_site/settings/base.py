@@ -1,19 +1,10 @@
-"""
-Settings for the Inbox notification service.
-
-Everything comes from the environment, with safe local defaults (cookiecutter-django style):
-
-- ``DATABASE_URL``: SQLite file ``db.sqlite3`` when unset; ``postgres://...`` in production and CI.
-- ``REDIS_URL``: the in-memory channel layer when unset (one process only); ``redis://...`` otherwise.
-- ``DJANGO_SECRET_KEY``: required when ``DJANGO_DEBUG`` is off; the service refuses to start without it.
-- ``DJANGO_DEBUG``: ``1``/``true`` for local development (the default), ``0``/``false`` in production.
-- ``DJANGO_ALLOWED_HOSTS``: comma-separated host names.
-"""
+"""Django itself and the database (the environment variables are listed in settings/__init__.py)."""
 
 from pathlib import Path
 import os
 
 import dj_database_url
+from csp.constants import NONCE
 from django.core.exceptions import ImproperlyConfigured
 
 from ..env import env_bool, env_float, env_int
@@ -48,6 +39,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "csp",
     "channels",
     "server",
     "inbox",
@@ -62,6 +54,7 @@ INSTALLED_APPS = [
 # https://docs.djangoproject.com/en/5.2/topics/http/middleware/#asynchronous-support
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "inbox.middleware.ContentSecurityPolicyMiddleware",  # django-csp's, the header built once
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -71,6 +64,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "inbox.middleware.DatabaseUnavailableMiddleware",
     "inbox.middleware.BodySizeLimitMiddleware",
+    "inbox.middleware.RequestParametersMiddleware",
 ]
 
 ROOT_URLCONF = "notifications_site.urls"
@@ -179,3 +173,41 @@ if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
     CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
     SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# --- Security headers -----------------------------------------------------------------------
+# HTTPS behind a proxy: the proxy says so in a header (X-Forwarded-Proto: https), trusted when
+# DJANGO_SECURE_PROXY_SSL_HEADER names it; by default when INBOX_NUM_PROXIES says there is a proxy.
+# "" turns it off. https://docs.djangoproject.com/en/5.2/ref/settings/#secure-proxy-ssl-header
+_proxy_ssl_header = os.environ.get(
+    "DJANGO_SECURE_PROXY_SSL_HEADER", "X-Forwarded-Proto" if env_int("INBOX_NUM_PROXIES", 0) > 0 else ""
+).strip()
+if _proxy_ssl_header:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https")
+# HSTS on every HTTPS response once DEBUG is off: a year, subdomains only when asked.
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0 if DEBUG else 365 * 24 * 3600)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+# Content-Security-Policy on every response (django-csp), DEBUG on or off: only this origin's
+# scripts, styles, images and connections (the WebSocket too: 'self' covers ws:/wss: of this host).
+# No 'unsafe-inline': the page and the admin have no inline script; the API docs' one inline
+# style carries the request's nonce (inbox/api/schema.py). DJANGO_CSP_REPORT_ONLY=1 sends it as
+# Content-Security-Policy-Report-Only instead, to try a change of the page first.
+_csp = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", NONCE],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+if env_bool("DJANGO_CSP_REPORT_ONLY", False):
+    CONTENT_SECURITY_POLICY_REPORT_ONLY = _csp
+    CONTENT_SECURITY_POLICY = None
+else:
+    CONTENT_SECURITY_POLICY = _csp

@@ -7,6 +7,7 @@ INBOX = {
     "MAX_RECIPIENTS": env_int("INBOX_MAX_RECIPIENTS", 10_000),
     "MAX_BODY_BYTES": env_int("INBOX_MAX_BODY_BYTES", 1024 * 1024),
     "CATCHUP_MAX": env_int("INBOX_CATCHUP_MAX", 10_000),
+    "PASSWORD_CHECKS": env_int("INBOX_PASSWORD_CHECKS", 2),
     "DELIVERY_BACKENDS": ["realtime.delivery.WebSocketBackend"],
     # Tuning (docs/performance.md).
     "DIRECTORY_CACHE_SECONDS": env_float("INBOX_DIRECTORY_CACHE_SECONDS", 5.0),

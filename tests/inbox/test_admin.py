@@ -87,7 +87,7 @@ def test_search_by_title(admin_client_, alice, bob):
     assert listed(admin_client_.get(f"{CHANGELIST}?q=invoice")) == [invoice.id]
 
 
-@pytest.mark.parametrize("q", ["%00", "a%00b", "%25", "_", "'; DROP TABLE inbox_notification; --"])
+@pytest.mark.parametrize("q", ["%25", "_", "'; DROP TABLE inbox_notification; --", "%E2%80%AE", "a" * 3000])
 def test_odd_search_terms_never_break_the_changelist(admin_client_, alice, q):
     make_notification(alice, title="Hello")
     response = admin_client_.get(f"{CHANGELIST}?q={q}")
@@ -293,3 +293,57 @@ def test_deleting_one_notification_from_its_admin_page_pushes_one_event(admin_cl
     assert response.status_code == 302
     assert not Notification.objects.filter(pk=n.id).exists()
     assert pushed == [(alice.pk, {"type": "notification.deleted", "ids": [n.id], "unread": 0})]
+
+
+# --- Bad input is a 4xx, never a 500 (PostgreSQL refuses NUL in text) --------------------------
+
+NUL_QUERIES = [
+    f"{CHANGELIST}?category=%00",
+    f"{CHANGELIST}?category=bil%00ling",
+    f"{CHANGELIST}?q=%00",
+    f"{CHANGELIST}?q=a%00b",
+    f"{CHANGELIST}?state=%00",
+    f"{CHANGELIST}?created_at__gte=%00",
+    f"{CHANGELIST}?o=%00",
+    f"{CHANGELIST}?p=%00",
+    f"{CHANGELIST}?_changelist_filters=category%3D%00",
+    "/admin/inbox/idempotencykey/?q=%00",
+    "/admin/auth/user/?q=%00",
+    "/admin/auth/group/?q=%00",
+    "/admin/autocomplete/?term=%00&app_label=auth&model_name=user&field_name=groups",
+    "/admin/login/?next=%00",
+]
+
+
+@pytest.mark.parametrize("url", NUL_QUERIES)
+def test_a_nul_in_an_admin_filter_or_search_is_a_400(client, staff_user, alice, url):
+    make_notification(alice, category="billing")
+    client.force_login(staff_user)
+    client.raise_request_exception = False
+    response = client.get(url)
+    assert response.status_code == 400, (url, response.status_code)
+    assert b"NUL" in response.content
+
+
+@pytest.mark.parametrize(
+    "path,action",
+    [(CHANGELIST, "mark_read"), (CHANGELIST, "delete_selected"), ("/admin/inbox/idempotencykey/", "delete_selected"),
+     ("/admin/auth/user/", "delete_selected"), ("/admin/auth/group/", "delete_selected")],
+)
+@pytest.mark.parametrize("selected", ["abc", "\x00", "1.5", "-1", "99999999999999999999999", "\uff11"])
+def test_an_action_on_ids_that_are_not_integers_is_a_400_and_changes_nothing(client, staff_user, alice, pushed, path, action, selected):
+    n = make_notification(alice)
+    client.force_login(staff_user)
+    client.raise_request_exception = False
+    response = client.post(path, {"action": action, "_selected_action": [str(n.id), selected], "index": "0", "post": "yes"})
+    assert response.status_code == 400, response.status_code
+    n.refresh_from_db()
+    assert n.read_at is None and Notification.objects.count() == 1
+    assert pushed == []
+
+
+def test_odd_values_in_the_admin_forms_are_form_errors(admin_client_, alice):
+    response = admin_client_.post(f"{CHANGELIST}add/", {"recipient": "\x00", "title": "t\x00", "category": "c\x00"})
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors
+    assert Notification.objects.count() == 0
