@@ -11,6 +11,27 @@ ADMIN = ("admin", "admin-password")
 SENDERS_GROUP = "notification senders"
 
 
+def demo_user(username: str, password: str, **flags):
+    """
+    The demo user with this password, created with it, or given it only when it has another one: a
+    password change revokes the user's tokens (inbox.services.credentials), and ``make run`` runs
+    this command at every start.
+    """
+    User = get_user_model()
+    user = User.objects.filter(username=username).first()
+    if user is None:
+        return User.objects.create_user(username=username, password=password, **flags)
+    changed = [name for name, value in flags.items() if getattr(user, name) != value]
+    for name in changed:
+        setattr(user, name, flags[name])
+    if not user.check_password(password):
+        user.set_password(password)
+        changed.append("password")
+    if changed:
+        user.save()
+    return user
+
+
 def senders_group() -> Group:
     group, _ = Group.objects.get_or_create(name=SENDERS_GROUP)
     group.permissions.add(Permission.objects.get(codename="send_notification", content_type__app_label="inbox"))
@@ -22,19 +43,11 @@ class Command(BaseCommand):
 
     @transaction.atomic
     def handle(self, *args, **opts):
-        User = get_user_model()
         for username, password in DEMO_USERS:
-            user, _ = User.objects.get_or_create(username=username)
-            user.set_password(password)
-            user.save()
-        service, _ = User.objects.get_or_create(username=SERVICE[0])
-        service.set_password(SERVICE[1])
-        service.save()
+            demo_user(username, password)
+        service = demo_user(*SERVICE)
         service.groups.add(senders_group())
-        admin, _ = User.objects.get_or_create(username=ADMIN[0], defaults={"is_staff": True, "is_superuser": True})
-        admin.is_staff = admin.is_superuser = True
-        admin.set_password(ADMIN[1])
-        admin.save()
+        demo_user(*ADMIN, is_staff=True, is_superuser=True)
         self.stdout.write("Demo accounts (username / password):")
         for username, password in DEMO_USERS:
             self.stdout.write(f"  user     {username:16} {password}")
