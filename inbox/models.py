@@ -2,6 +2,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from rest_framework_api_key.models import AbstractAPIKey
 
 
 class NotificationQuerySet(models.QuerySet):
@@ -123,3 +124,53 @@ class TokenVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id}: v{self.version}"
+
+
+class ExternalRecipient(models.Model):
+    """
+    A person the product names by its own id (``external_id``: any string up to 255 characters, a
+    UUID, an e-mail address, a number). Backed by a user account that cannot sign in with a password
+    (an unusable one), so notifications, read state and the socket work for them as for anyone.
+    Created on the fly by a send or a minted or host-signed token, provisioned ahead with
+    ``PUT /api/recipients/<external_id>/``, erased with all its notifications by ``DELETE``.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="inbox_external"
+    )
+    external_id = models.CharField(max_length=255, unique=True)
+    email = models.EmailField(max_length=254, blank=True, default="")
+    name = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "external recipient"
+        permissions = [("manage_recipients", "Can provision and erase recipients through the API")]
+
+    def __str__(self) -> str:
+        return self.external_id
+
+
+class ServiceKey(AbstractAPIKey):
+    """
+    An API key of a service (djangorestframework-api-key: stored hashed, shown once, revocable).
+    ``Authorization: Api-Key <key>`` authenticates as ``service``, the account the key acts for (the
+    sender of its notifications, the owner of its idempotency keys); ``scopes`` say what it may do.
+    """
+
+    class Scope(models.TextChoices):
+        SEND = "send", "send notifications"
+        MINT = "mint", "mint tokens for recipients"
+        RECIPIENTS = "recipients", "provision and erase recipients"
+
+    service = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="inbox_service_keys")
+    scopes = models.JSONField(default=list, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta(AbstractAPIKey.Meta):
+        verbose_name = "service API key"
+        verbose_name_plural = "service API keys"
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes

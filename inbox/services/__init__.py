@@ -16,12 +16,14 @@ from .read_state import (
     notification_mark_read,
     notification_mark_unread,
 )
+from .recipients import InvalidExternalId, recipient_ensure, recipient_erase
 from .sending import notification_create, notification_push_saved, notification_resend
 
 __all__ = [
     "IdempotencyClaim",
     "IdempotencyConflict",
     "UnknownRecipients",
+    "InvalidExternalId",
     "credentials_revoke",
     "idempotency_key_claim",
     "idempotency_key_complete",
@@ -35,4 +37,6 @@ __all__ = [
     "notification_mark_unread",
     "notification_push_saved",
     "notification_resend",
+    "recipient_ensure",
+    "recipient_erase",
 ]
