@@ -358,3 +358,17 @@ async def test_a_refused_pop_fails_the_pump(pump_layers):
     await client.set(layer.prefix + layer.non_local_name(channel), "not a sorted set")
     with pytest.raises(ResponseError, match="WRONGTYPE"):
         await asyncio.wait_for(layer.receive(channel), 2)
+
+
+async def test_sockets_opened_after_a_redis_restart_join_their_groups_on_the_first_try(private_redis):
+    """Each connection the layer pooled before the restart is stale; a join that meets one is sent again on a new one."""
+    layer = BatchingRedisChannelLayer(hosts=[{"address": private_redis.url, "socket_timeout": 1.0}], prefix=f"test-{uuid.uuid4().hex[:8]}")
+    channels = [await layer.new_channel() for _ in range(20)]
+    # 20 joins at once fill the pool with 20 connections.
+    await asyncio.gather(*(layer.group_add(f"g{i}", c) for i, c in enumerate(channels)))
+    private_redis.stop()
+    private_redis.start()
+    results = await asyncio.gather(*(layer.group_add(f"h{i}", c) for i, c in enumerate(channels)), return_exceptions=True)
+    assert [r for r in results if isinstance(r, BaseException)] == []
+    assert private_redis.client().zcard(f"{layer.prefix}:group:h0") == 1
+    await layer.flush()
