@@ -126,6 +126,7 @@ from . import autobahn, daphne, twisted  # noqa: E402  (their @patch needs the n
 PATCHES: tuple[Patch, ...] = (
     daphne.allow_standard_close_codes,
     daphne.exit_promptly_after_shutdown,
+    daphne.close_sockets_on_shutdown,
     daphne.skip_twisted_form_parsing,
     twisted.write_through_tcp,
     autobahn.lazy_autobahn_log_labels,

@@ -96,6 +96,59 @@ def exit_promptly_after_shutdown() -> bool:
     return True
 
 
+#: RFC 6455 "service restart": the code of every socket open when daphne shuts down.
+SERVICE_RESTART = 1012
+#: How long a shutdown waits for the clients to answer the close frames before daphne drops them.
+CLOSE_GRACE_SECONDS = 1.0
+
+
+@patch(
+    "daphne", ">=4.2,<4.3",
+    "daphne's SIGTERM dropped every socket without a close frame: clients saw 1006, not why "
+    "(docs/reliability.md, daphne SIGTERM)",
+    also={"Twisted": ">=26.10,<26.11"},
+)
+def close_sockets_on_shutdown() -> None:
+    """
+    On shutdown (SIGTERM, SIGINT) send every open WebSocket a close frame with 1012 (service
+    restart), and give its client up to CLOSE_GRACE_SECONDS to answer, before daphne cancels the
+    applications and the reactor drops the connections.
+
+    daphne's ``Server.kill_all_applications`` (its "before shutdown" trigger) only cancels the
+    application coroutines; then Twisted disconnects every transport without flushing it, so a
+    client saw an abnormal closure (1006) and could not tell a restart from a network failure.
+    This runs first in the same trigger and returns a Deferred that Twisted waits for.
+    """
+    from daphne.server import Server
+    from daphne.ws_protocol import WebSocketProtocol
+    from twisted.internet import defer, reactor, task
+
+    original = Server.kill_all_applications
+
+    def kill_all_applications(self):
+        sockets = [p for p in list(self.connections) if isinstance(p, WebSocketProtocol) and p.state == p.STATE_OPEN]
+        for protocol in sockets:
+            try:
+                protocol.sendCloseFrame(code=SERVICE_RESTART, reasonUtf8=b"server restart", isReply=False)
+            except Exception:  # a transport already gone: nothing to tell
+                logger.debug("close frame not sent", exc_info=True)
+        if not sockets:
+            return original(self)
+        logger.info("Closing %i WebSocket(s) with %i before shutdown", len(sockets), SERVICE_RESTART)
+        deadline = time.monotonic() + CLOSE_GRACE_SECONDS
+
+        @defer.inlineCallbacks
+        def wait_then_kill():
+            while time.monotonic() < deadline and any(p.state != p.STATE_CLOSED for p in sockets):
+                yield task.deferLater(reactor, 0.02, lambda: None)
+            result = yield original(self)
+            return result
+
+        return wait_then_kill()
+
+    Server.kill_all_applications = kill_all_applications
+
+
 @patch(
     "daphne", ">=4.2,<4.3",
     "Twisted parses the Content-Type and form of every POST, which daphne never reads "

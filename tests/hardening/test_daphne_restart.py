@@ -94,3 +94,25 @@ async def test_daphne_stopped_with_sigterm_under_load_and_restarted_loses_nothin
     # It exits by itself (the harness would SIGKILL it after 10 s): request threads waiting on the
     # stopped event loop no longer hold the process (server/patches/daphne.py, exit_promptly_after_shutdown).
     assert events["stopped"] - events["sigterm"] < 5, f"daphne took {events['stopped'] - events['sigterm']:.1f}s to exit on SIGTERM"
+
+
+async def test_sockets_open_when_daphne_gets_sigterm_are_closed_with_1012_not_dropped(daphne_factory, make_user):
+    import websockets
+
+    from tests.conftest import access_token_for
+
+    server = daphne_factory()
+    users = [await database_sync_to_async(make_user)() for _ in range(5)]
+    sockets = [
+        await websockets.connect(server.ws_url, subprotocols=["bearer", access_token_for(u)], open_timeout=10)
+        for u in users
+    ]
+    for ws in sockets:  # each gets its hello before the stop
+        await asyncio.wait_for(ws.recv(), 10)
+    started = time.monotonic()
+    await asyncio.to_thread(server.stop, signal.SIGTERM)
+    assert time.monotonic() - started < 5
+    for ws in sockets:
+        await asyncio.wait_for(ws.wait_closed(), 5)
+    assert [ws.close_code for ws in sockets] == [1012] * 5
+    assert {ws.close_reason for ws in sockets} == {"server restart"}
