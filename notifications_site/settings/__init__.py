@@ -5,6 +5,7 @@ Everything comes from the environment, with safe local defaults (cookiecutter-dj
 
 - ``DATABASE_URL``: SQLite file ``db.sqlite3`` when unset; ``postgres://...`` in production and CI.
 - ``REDIS_URL``: the in-memory channel layer when unset (one process only); ``redis://...`` otherwise.
+- ``REDIS_URLS``: several Redis servers (comma-separated; groups spread by consistent hashing); wins over ``REDIS_URL``.
 - ``DJANGO_SECRET_KEY``: required when ``DJANGO_DEBUG`` is off; the service refuses to start without it.
 - ``DJANGO_DEBUG``: ``1``/``true`` for local development (the default), ``0``/``false`` in production.
 - ``DJANGO_ALLOWED_HOSTS``: comma-separated host names.

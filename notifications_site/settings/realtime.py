@@ -5,7 +5,10 @@ import os
 from ..env import env_float, env_int
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
-if REDIS_URL:
+# Several Redis servers: channels-redis spreads groups and channels over them by consistent hashing
+# (every server process must list the same URLs in the same order). REDIS_URLS wins over REDIS_URL.
+REDIS_URLS = [u.strip() for u in os.environ.get("REDIS_URLS", "").split(",") if u.strip()] or ([REDIS_URL] if REDIS_URL else [])
+if REDIS_URLS:
     CHANNEL_LAYERS = {
         "default": {
             # RedisChannelLayer plus one pipelined call for many groups (realtime/layers/redis.py).
@@ -13,12 +16,13 @@ if REDIS_URL:
             "CONFIG": {
                 "hosts": [
                     {
-                        "address": REDIS_URL,
+                        "address": url,
                         # Fail fast when Redis hangs; the database is the record of truth.
                         "socket_timeout": env_float("REDIS_SOCKET_TIMEOUT", 2.0),
                         "socket_connect_timeout": env_float("REDIS_CONNECT_TIMEOUT", 2.0),
                         "max_connections": env_int("REDIS_MAX_CONNECTIONS", 2000),
                     }
+                    for url in REDIS_URLS
                 ],
                 # A per-socket buffer: a burst larger than this is dropped by the layer and
                 # recovered by the client's catch-up.

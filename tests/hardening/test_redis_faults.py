@@ -11,6 +11,7 @@ import time
 from collections import Counter
 
 import pytest
+import redis as redis_py
 from channels.db import database_sync_to_async
 
 from .conftest import (
@@ -236,3 +237,50 @@ async def test_idle_sockets_stay_open_and_hear_events_past_the_redis_socket_time
         http.close()
     figures.update(idle_s=4, redis_socket_timeout_s=1, close_codes=[c.close_codes for c in clients], connections=[c.connections for c in clients])
     assert all(c.connections == 1 and c.close_codes == [1000] for c in clients), [c.close_codes for c in clients]
+
+
+async def test_two_redis_shards_spread_the_groups_and_one_killed_and_restarted_loses_nothing(daphne_factory, private_redis, figures):
+    shards = [private_redis(), private_redis()]
+    server = daphne_factory(env={"REDIS_URLS": ",".join(r.url for r in shards)})
+    users, sender, clients, http = await users_online(server, 40, concurrency=16)
+    groups_per_shard = [len(redis_py.Redis.from_url(r.url).keys("asgi:group:*")) for r in shards]
+
+    total, kill_after, restart_after = 600, 200, 400
+    done = 0
+    events: dict[str, float] = {}
+    statuses: Counter = Counter()
+    sem = asyncio.Semaphore(16)
+
+    async def send(i: int):
+        nonlocal done
+        async with sem:
+            status, *_ = await http.send({"recipient": users[i % len(users)].pk, "title": f"s{i}"})
+            statuses[status] += 1
+            done += 1
+            if done == kill_after:
+                shards[1].kill()
+                events["killed"] = time.monotonic()
+            elif done == restart_after:
+                await asyncio.to_thread(shards[1].start)
+                events["restarted"] = time.monotonic()
+
+    try:
+        await asyncio.gather(*(send(i) for i in range(total)))
+        expected = await database_sync_to_async(db_ids_by_user)([u.pk for u in users])
+        await _assert_every_client_holds_exactly_its_own(clients, expected, timeout=30)
+        recovered = time.monotonic() - events["restarted"]
+    finally:
+        await stop_clients(clients)
+        http.close()
+
+    figures.update(
+        groups_per_shard=groups_per_shard, sent=total, statuses=dict(statuses),
+        delivered=sum(len(c.held) for c in clients), delivered_live=sum(len(c.live_ids) for c in clients),
+        reconnects=sum(c.connections - 1 for c in clients),
+        close_codes=dict(Counter(code for c in clients for code in c.close_codes)),
+        caught_up_within_s_of_shard_restart=round(recovered, 2),
+    )
+    assert all(n > 0 for n in groups_per_shard), f"both shards hold groups: {groups_per_shard}"
+    assert sum(groups_per_shard) == len(users)
+    assert statuses == {201: total}, f"every send answers 201 while a shard is down: {statuses}"
+    assert await database_sync_to_async(_count_rows)() == total
