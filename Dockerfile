@@ -26,6 +26,10 @@ RUN DJANGO_SECRET_KEY=collectstatic-only python manage.py collectstatic --noinpu
 USER inbox
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"
+# No demo accounts here: DJANGO_DEBUG=0 and no INBOX_DEMO, so `manage.py inbox_demo` refuses. The
+# first operator and the first service key come from the bootstrap commands (README, Deployment):
+#   docker run -it ... python manage.py createsuperuser
+#   docker run ... python manage.py inbox_apikey create <name> --scopes send     # the key: last line, once
 # daphne serves everything. Other commands replace it: migrations as a separate step
 # (docker run ... python manage.py migrate), or the REST API's own processes behind a proxy that
 # routes /ws/ to daphne (README, Deployment):

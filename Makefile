@@ -17,11 +17,12 @@ $(VENV)/.installed-test: requirements.txt requirements-test.txt $(VENV)/.install
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
 	touch $@
 
-## Install, migrate, create the demo accounts, and serve on http://$(HOST):$(PORT) with daphne.
+## Install, migrate, create the demo accounts (demo mode only: DJANGO_DEBUG on, the default, or
+## INBOX_DEMO=1; none with DJANGO_DEBUG=0), and serve on http://$(HOST):$(PORT) with daphne.
 run: $(VENV)/.installed-run
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0
-	$(PY) manage.py inbox_demo
+	$(PY) manage.py inbox_demo --if-demo
 	@echo "Inbox: open http://$(HOST):$(PORT)/  (admin: http://$(HOST):$(PORT)/admin/, API docs: http://$(HOST):$(PORT)/api/docs/)"
 	exec $(VENV)/bin/daphne -b $(HOST) -p $(PORT) notifications_site.asgi:application
 

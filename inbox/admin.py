@@ -13,6 +13,7 @@ admin's own URLs) has the token endpoint's per-address rate and password-check s
 
 from functools import wraps
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.auth import get_user_model
@@ -21,12 +22,18 @@ from django.core.paginator import Paginator
 from django.db.models import Q
 from django.http import HttpResponse, HttpResponseBadRequest
 from django.utils.functional import cached_property
+from django.utils.text import Truncator
 
 from . import services
 from .api.throttles import AuthThrottle, PasswordChecksBusy, password_check_slot
+from .links import MAX_LENGTH as LINK_MAX_LENGTH, validate_link
 from .models import IdempotencyKey, Notification
+from .services.sending import notification_push_updated
 
 MAX_ID = 2**63 - 1
+# The fields an edit shows on the recipient's open pages (a notification.updated frame).
+SHOWN_FIELDS = frozenset({"title", "message", "link", "category", "data", "read_at", "expires_at", "sender"})
+LIST_TITLE_CHARS = 80
 
 
 class IntegerSelectionMixin:
@@ -69,10 +76,39 @@ class StateFilter(admin.SimpleListFilter):
         return queryset
 
 
+class NotificationForm(forms.ModelForm):
+    """
+    The admin's notification form, whose link may be a path of the product's site (``/orders/5``)
+    as on the REST send (inbox/links.py). The model's field is a URLField, whose validator (run by
+    the model's full_clean) refuses a path: ``link`` is excluded from the model's part and declared
+    here, so only ``validate_link`` judges it, and ``clean`` puts it on the instance.
+    """
+
+    link = forms.CharField(
+        max_length=LINK_MAX_LENGTH, required=False, validators=[validate_link],
+        help_text="An http(s) URL, or a path of your site that starts with one / (opened relative to the page).",
+    )
+
+    class Meta:
+        model = Notification
+        exclude = ["link"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.initial.setdefault("link", self.instance.link)  # excluded fields get no initial value
+
+    def clean(self):
+        cleaned = super().clean()
+        if "link" in cleaned:
+            self.instance.link = cleaned["link"]
+        return cleaned
+
+
 @admin.register(Notification)
 class NotificationAdmin(IntegerSelectionMixin, admin.ModelAdmin):
-    list_display = ("id", "recipient", "title", "category", "state", "created_at")
-    list_display_links = ("id", "title")
+    form = NotificationForm
+    list_display = ("id", "recipient", "short_title", "category", "state", "created_at")
+    list_display_links = ("id", "short_title")
     list_filter = (StateFilter, "category", "created_at")
     search_fields = ("recipient__username", "title")
     date_hierarchy = "created_at"
@@ -94,6 +130,18 @@ class NotificationAdmin(IntegerSelectionMixin, admin.ModelAdmin):
     @admin.display(description="state")
     def state(self, obj):
         return obj.state
+
+    @admin.display(description="title", ordering="title")
+    def short_title(self, obj):
+        # A long title would push the other columns off screen; the change form shows all of it.
+        return Truncator(obj.title).chars(LIST_TITLE_CHARS)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        # A new row is pushed by the post_save adapter (inbox/signals.py); an edit of what the
+        # recipient sees is shown in place on their open pages.
+        if change and SHOWN_FIELDS.intersection(form.changed_data):
+            notification_push_updated(notification=obj)
 
     def get_search_results(self, request, queryset, search_term):
         # Username matches are exact-or-prefix, so the search uses the username index.
@@ -172,3 +220,4 @@ def throttled_login(login_view):
 
 
 admin_login = throttled_login(admin.site.login)
+from . import admin_keys  # noqa: E402,F401

@@ -7,6 +7,8 @@ class InboxConfig(AppConfig):
     verbose_name = "Inbox"
 
     def ready(self) -> None:
-        from . import signals
+        from . import signals, trusted_issuers
 
         signals.connect()
+        # A bad INBOX["TRUSTED_ISSUERS"] entry stops the process here, naming the entry, not at the first token.
+        trusted_issuers.check_configuration()

@@ -29,6 +29,15 @@ DEFAULTS: dict[str, Any] = {
     "PASSWORD_CHECKS": 2,
     # Dotted paths of the classes that carry committed events (inbox/delivery).
     "DELIVERY_BACKENDS": ["realtime.delivery.WebSocketBackend"],
+    # Lifetime of the access tokens POST /api/auth/user-token/ mints for recipients (seconds).
+    "MINTED_TOKEN_SECONDS": 900,
+    # Issuers whose JWTs are accepted for the recipient their ``sub`` names (inbox/trusted_issuers.py,
+    # docs/integration.md): [{"iss", "alg": "HS256" | "RS256" | "ES256", "secret" | "public_key" |
+    # "jwks_file", "aud"?}, ...].
+    "TRUSTED_ISSUERS": [],
+    # The product's web origins ("https://app.example.com"): the WebSocket Origin check accepts them
+    # besides ALLOWED_HOSTS (realtime/origin.py); the service's settings give them to CORS for /api/.
+    "ALLOWED_ORIGINS": [],
     # --- Tuning (docs/performance.md) ---
     # Users and send permissions are remembered per process this long (inbox/caches.py) ...
     "DIRECTORY_CACHE_SECONDS": 5.0,
@@ -39,6 +48,40 @@ DEFAULTS: dict[str, Any] = {
     "GROUP_COMMIT_MAX": 32,
     # A send waiting longer than this for a write in flight is written alone beside it.
     "GROUP_COMMIT_STALL_SECONDS": 0.1,
+    # --- Preferences and fallbacks (inbox/preferences.py, inbox/fallback/) ---
+    # Categories nobody can turn off or mute (nor hold back by quiet hours): security notices.
+    "CRITICAL_CATEGORIES": ["security"],
+    # The categories a person may set preferences for; None accepts any category slug.
+    "PREFERENCE_CATEGORIES": None,
+    # Web Push when no device acked a notification this long after the send; e-mail (one message
+    # for everything still unread) when it is still unread this long after. Per category below.
+    "PUSH_AFTER_SECONDS": 30,
+    "EMAIL_AFTER_SECONDS": 900,
+    "PUSH_AFTER_SECONDS_BY_CATEGORY": {},
+    "EMAIL_AFTER_SECONDS_BY_CATEGORY": {},
+    # A push service or SMTP server that fails is tried again this many times in all, waiting
+    # FALLBACK_RETRY_SECONDS, then twice as long each time (at most FALLBACK_RETRY_MAX_SECONDS).
+    "FALLBACK_MAX_ATTEMPTS": 6,
+    "FALLBACK_RETRY_SECONDS": 30,
+    "FALLBACK_RETRY_MAX_SECONDS": 3600,
+    # Most notifications listed in one e-mail (the newest; the message says how many more).
+    "EMAIL_MAX_NOTIFICATIONS": 20,
+    # The base of the links in e-mails (the inbox page, the unsubscribe link): "https://inbox.example.com".
+    "PUBLIC_URL": "http://127.0.0.1:8000",
+    # The django-tasks backend alias of the schedule (django-tasks-db's DatabaseBackend).
+    "FALLBACK_TASK_BACKEND": "default",
+    # Insert the schedule's rows from a thread of their own (off the send path); False: in the caller's.
+    "FALLBACK_SCHEDULE_IN_BACKGROUND": True,
+    # Web Push (VAPID, RFC 8292): the private key (base64url of the raw 32 bytes; ``python manage.py
+    # inbox_vapid`` makes one) and the contact the push services may reach ("mailto:ops@example.com").
+    "VAPID_PRIVATE_KEY": "",
+    "VAPID_SUBJECT": "",
+    # Push services a subscription may point at (a host or a parent domain): Inbox POSTs to the
+    # endpoint a browser gives, so not to anything else (no requests to internal addresses).
+    "PUSH_SERVICE_HOSTS": ["fcm.googleapis.com", "push.services.mozilla.com", "notify.windows.com", "push.apple.com"],
+    "PUSH_TTL_SECONDS": 24 * 3600,  # how long a push service keeps a push for a browser that is offline
+    "PUSH_TIMEOUT_SECONDS": 10.0,
+    "MAX_PUSH_SUBSCRIPTIONS": 20,  # per person (browsers and devices)
 }
 
 

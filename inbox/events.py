@@ -48,6 +48,19 @@ class NotificationsSaved:
 
 
 @dataclass(frozen=True, slots=True)
+class NotificationsUpdated:
+    """
+    Stored rows whose shown fields were edited (an operator in the admin changed a title, a
+    message, a link, a category, the data or the read state): clients that list them show the new
+    version in place. Not a new notification: nothing is counted again; ``unread`` is each
+    recipient's count after the edit.
+    """
+
+    notifications: Sequence[Notification]
+    unread: Mapping[int, int]
+
+
+@dataclass(frozen=True, slots=True)
 class NotificationsRead:
     """Read state of some of a user's notifications changed (``read`` says which way)."""
 
@@ -77,4 +90,6 @@ class CredentialsRevoked:
     user_id: int
 
 
-Event = Union[NotificationsSent, NotificationsSaved, NotificationsRead, NotificationsDeleted, CredentialsRevoked]
+Event = Union[
+    NotificationsSent, NotificationsSaved, NotificationsUpdated, NotificationsRead, NotificationsDeleted, CredentialsRevoked
+]

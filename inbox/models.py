@@ -72,7 +72,11 @@ class Notification(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"#{self.pk} to {self.recipient_id}: {self.title}"
+        # Named by the recipient's username (``list_select_related`` loads it with the admin's
+        # rows), the title cut short: it shows in the admin's breadcrumbs, messages and pickers.
+        recipient = self.recipient if self.recipient_id is not None else None
+        title = self.title if len(self.title) <= 60 else self.title[:59] + "…"
+        return f"#{self.pk} to {recipient}: {title}"
 
     @property
     def state(self) -> str:
@@ -91,10 +95,12 @@ class IdempotencyKey(models.Model):
     The first response to a send with an ``Idempotency-Key`` header, replayed for retries.
 
     Keys are per sender. The row is inserted in the same transaction as the notifications, so a
-    concurrent retry waits on the unique constraint and then replays the committed response.
+    concurrent retry waits on the unique constraint and then replays the committed response. A send
+    with no sender (``inbox.notify(sender=None)``, the host's own code) has its keys in one space of
+    their own (the second constraint: NULLs are never equal in the first).
     """
 
-    sender = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    sender = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
     key = models.CharField(max_length=255)
     request_hash = models.CharField(max_length=64)
     response_status = models.PositiveSmallIntegerField(default=201)
@@ -102,7 +108,10 @@ class IdempotencyKey(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["sender", "key"], name="inbox_idempotency_sender_key")]
+        constraints = [
+            models.UniqueConstraint(fields=["sender", "key"], name="inbox_idempotency_sender_key"),
+            models.UniqueConstraint(fields=["key"], condition=Q(sender__isnull=True), name="inbox_idempotency_senderless_key"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.sender_id}:{self.key}"
@@ -174,3 +183,119 @@ class ServiceKey(AbstractAPIKey):
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
+
+
+# --- Preferences and fallbacks (issue 20): appended here, read by inbox/preferences.py and inbox/fallback/ ---
+
+
+class Channel(models.TextChoices):
+    """The ways a notification reaches a person: the page (the socket), Web Push, e-mail."""
+
+    IN_APP = "in_app", "in-app"
+    WEB_PUSH = "web_push", "Web Push"
+    EMAIL = "email", "e-mail"
+
+
+class DeliveryProfile(models.Model):
+    """
+    A person's time zone and quiet hours (``quiet_start``-``quiet_end`` local time; a window that
+    ends before it starts wraps midnight). Push and e-mail wait until quiet hours end; a person
+    without a row has none, in UTC.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="inbox_delivery_profile"
+    )
+    time_zone = models.CharField(max_length=64, default="UTC")
+    quiet_start = models.TimeField(null=True, blank=True)
+    quiet_end = models.TimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "delivery profile"
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: {self.time_zone}"
+
+
+class CategoryPreference(models.Model):
+    """
+    One person's choice for one category: each channel on or off, and a mute until a time (every
+    channel but the stored in-app row). A person without a row for a category gets everything. An
+    operator's critical categories (``INBOX["CRITICAL_CATEGORIES"]``) ignore these rows.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="inbox_category_preferences")
+    category = models.SlugField(max_length=50)
+    in_app = models.BooleanField(default=True)
+    web_push = models.BooleanField(default=True)
+    email = models.BooleanField(default=True)
+    muted_until = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "category preference"
+        constraints = [models.UniqueConstraint(fields=["user", "category"], name="inbox_category_preference_user_category")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: {self.category}"
+
+
+class FallbackDelivery(models.Model):
+    """
+    What a fallback did with one notification on one channel (Web Push, e-mail), written in the
+    transaction that decided it: the unique constraint is what makes each fallback happen at most
+    once, whichever worker runs the task and however often it is retried.
+
+    ``sending`` is claimed (the message is being handed to the SMTP server or the push service),
+    ``sent`` went out, ``skipped`` was not sent on purpose (a preference), ``failed`` gave up after
+    ``INBOX["FALLBACK_MAX_ATTEMPTS"]``.
+    """
+
+    class Status(models.TextChoices):
+        SENDING = "sending"
+        SENT = "sent"
+        SKIPPED = "skipped"
+        FAILED = "failed"
+
+    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="+")
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.SENDING)
+    attempts = models.PositiveSmallIntegerField(default=1)
+    reason = models.CharField(max_length=64, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "fallback delivery"
+        verbose_name_plural = "fallback deliveries"
+        constraints = [
+            models.UniqueConstraint(fields=["notification", "channel"], name="inbox_fallback_notification_channel")
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.notification_id} {self.channel}: {self.status}"
+
+
+class PushSubscription(models.Model):
+    """
+    One browser's Web Push subscription (the ``PushSubscription`` JSON a page gets from
+    ``pushManager.subscribe``): where to POST (``endpoint``, a push service's URL) and the keys the
+    payload is encrypted to (RFC 8291). A push service that answers 404 or 410 for it has dropped
+    it, and so does Inbox.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="inbox_push_subscriptions")
+    endpoint = models.URLField(max_length=2048, unique=True)
+    p256dh = models.CharField(max_length=128)
+    auth = models.CharField(max_length=64)
+    user_agent = models.CharField(max_length=256, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "push subscription"
+        indexes = [models.Index(fields=["user"], name="inbox_push_subscription_user")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: {self.endpoint[:60]}"

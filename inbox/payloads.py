@@ -24,7 +24,7 @@ def isoformat(value: datetime | None) -> str | None:
 def notification_payload(n: Notification, *, sender_username: str | None = None) -> dict[str, Any]:
     """Serialize one notification. ``sender_username`` saves a query when the caller knows it."""
     if sender_username is None and n.sender_id is not None:
-        sender_username = n.sender.username
+        sender_username = n.sender.get_username()  # USERNAME_FIELD: a host's user model may name it otherwise
     return {
         "id": n.id,
         "recipient": n.recipient_id,

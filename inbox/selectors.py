@@ -2,6 +2,7 @@
 Reads. Every selector takes the user and can only return that user's rows.
 """
 
+import functools
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
@@ -12,7 +13,7 @@ from django.utils import timezone
 
 from . import directory
 from .models import Notification
-from .store import bigint_array
+from .store import bigint_array, integer_user_keys
 
 User = get_user_model()
 
@@ -88,10 +89,22 @@ def notification_newest_id(*, user_id: int) -> int:
 
 
 class Recipient(NamedTuple):
-    """A resolved recipient: what a send needs of a user."""
+    """A resolved recipient: what a send needs of a user (``pk``: an int, or the host's UUID or string key)."""
 
-    pk: int
+    pk: object
     username: str
+
+
+@functools.cache
+def _recipient_queries() -> tuple[str, str]:
+    """PostgreSQL's two lookups of active recipients, by ids and by usernames, for the user model's own columns."""
+    quote = connection.ops.quote_name
+    table, pk = quote(User._meta.db_table), quote(User._meta.pk.column)
+    name, active = quote(User._meta.get_field(User.USERNAME_FIELD).column), quote(User._meta.get_field("is_active").column)
+    return (
+        f"SELECT {pk}, {name} FROM {table} WHERE {pk} = ANY(%s::bigint[]) AND {active}",
+        f"SELECT {pk}, {name} FROM {table} WHERE {name} = ANY(%s) AND {active}",
+    )
 
 
 def user_resolve_recipients(*, refs: Sequence[int | str]) -> tuple[list, list[int | str]]:
@@ -99,14 +112,17 @@ def user_resolve_recipients(*, refs: Sequence[int | str]) -> tuple[list, list[in
     Map recipient references (an int is a user id, a string a username) to active users.
     Returns the users (in first-seen order, without duplicates) and the references that match no
     active user. Users found are remembered per process for a few seconds (inbox/directory.py).
+    With a user model keyed by a UUID or a string, an int names no one (name such users by their
+    username, or by external id).
     """
     by_id, by_name = {}, {}
     for r in refs:
         found = directory.recipients.get(r)
         if found is not None:
             (by_id if isinstance(r, int) else by_name)[r] = found
-    ids = list({r for r in refs if isinstance(r, int) and r not in by_id})
+    ids = list({r for r in refs if isinstance(r, int) and r not in by_id}) if integer_user_keys() else []
     names = list({r for r in refs if isinstance(r, str) and r not in by_name})
+    username = User.USERNAME_FIELD
     # Plain (id, username) rows, not User instances: a 10,000-recipient send resolves in a
     # third of the time.
     if not ids and not names:
@@ -114,22 +130,22 @@ def user_resolve_recipients(*, refs: Sequence[int | str]) -> tuple[list, list[in
     elif connection.vendor == "postgresql":
         # One array parameter: 10,000 placeholders cost psycopg more than the query (bench/
         # profile of a broadcast: 11% of the servers' samples in psycopg's _split_query).
-        table = connection.ops.quote_name(User._meta.db_table)
+        by_ids_sql, by_names_sql = _recipient_queries()
         with connection.cursor() as cursor:
             if ids:
-                cursor.execute(
-                    f"SELECT id, username FROM {table} WHERE id = ANY(%s::bigint[]) AND is_active", [bigint_array(ids)]
-                )
+                cursor.execute(by_ids_sql, [bigint_array(ids)])
                 by_id.update((pk, Recipient(pk, name)) for pk, name in cursor.fetchall())
             if names:
-                cursor.execute(f"SELECT id, username FROM {table} WHERE username = ANY(%s) AND is_active", [names])
+                cursor.execute(by_names_sql, [names])
                 by_name.update((name, Recipient(pk, name)) for pk, name in cursor.fetchall())
     else:
         for start in range(0, len(ids), 5000):
-            rows = User.objects.filter(pk__in=ids[start : start + 5000], is_active=True).values_list("id", "username")
+            rows = User._default_manager.filter(pk__in=ids[start : start + 5000], is_active=True).values_list("pk", username)
             by_id.update((pk, Recipient(pk, name)) for pk, name in rows)
         for start in range(0, len(names), 5000):
-            rows = User.objects.filter(username__in=names[start : start + 5000], is_active=True).values_list("id", "username")
+            rows = User._default_manager.filter(
+                **{f"{username}__in": names[start : start + 5000]}, is_active=True
+            ).values_list("pk", username)
             by_name.update((name, Recipient(pk, name)) for pk, name in rows)
     for found, asked in ((by_id, ids), (by_name, names)):
         for r in asked:

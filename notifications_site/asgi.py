@@ -24,12 +24,10 @@ from server.http import PooledASGIHandler  # noqa: E402
 http_threads = server_setting("HTTP_THREADS")
 django_asgi_app = PooledASGIHandler(http_threads) if http_threads else ASGIHandler()
 
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.routing import ProtocolTypeRouter  # noqa: E402
 
 from realtime import publisher  # noqa: E402
-from realtime.auth import JWTAuthMiddlewareStack  # noqa: E402
-from realtime.origin import AllowedHostsOriginValidator  # noqa: E402
-from realtime.routing import websocket_urlpatterns  # noqa: E402
+from realtime.asgi import inbox_websocket  # noqa: E402
 
 # Here, not in ServerConfig.ready(): the collector policy is for the long-lived server process that
 # imports this module (daphne, uvicorn), not for management commands, the shell or migrations.
@@ -38,7 +36,8 @@ gc_policy.install_from_settings()
 router = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(JWTAuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        # The helper a host project uses too (realtime/asgi.py); this service's sockets take tokens only.
+        "websocket": inbox_websocket(session=False),
     }
 )
 

@@ -14,7 +14,8 @@ urlpatterns = [
     # Ahead of admin.site.urls: the same view, with the token endpoint's limits (inbox/admin.py).
     path("admin/login/", admin_login),
     path("admin/", admin.site.urls),
-    path("api/", include("inbox.api.urls")),
+    # The URLconf a host project includes too (inbox/urls.py): the REST API under api/.
+    path("", include("inbox.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SwaggerUIView.as_view(url_name="schema"), name="api-docs"),
 ]

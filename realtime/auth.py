@@ -7,10 +7,17 @@ stays out of URLs and logs) or as ``?token=<access>``. The middleware copies the
 ``scope["auth_error"]``; the consumer closes such sockets with 4401. ``scope["token_version"]`` is
 the token's version, checked again by ``still_valid`` once the socket joined its group. Like
 ``channels.auth.AuthMiddleware``, it keeps no state on the instance.
+
+A token whose ``iss`` names an issuer of INBOX["TRUSTED_ISSUERS"] (a token the product signed for
+the recipient its ``sub`` names, inbox/trusted_issuers.py) is verified there; one whose ``iss``
+names no trusted issuer (nor simplejwt's own ISSUER) is refused; any other token is simplejwt's.
+Every refusal closes the socket with 4401, and a trusted token is never accepted once its ``exp``
+has passed: ``scope["token_exp"]`` is that ``exp``, so the consumer closes the socket then.
 """
 
 from __future__ import annotations
 
+import time
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -21,7 +28,7 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import AccessToken
 
-from inbox import directory
+from inbox import directory, trusted_issuers
 
 BEARER = "bearer"
 DATABASE_UNAVAILABLE = "database_unavailable"
@@ -52,9 +59,13 @@ async def authenticate(scope) -> tuple[object, int | None, str | None]:
         return AnonymousUser(), None, "token_missing"
     if len(raw) > MAX_TOKEN_LENGTH:
         return AnonymousUser(), None, "token_invalid"
+    iss = trusted_issuers.claimed_issuer(raw)
+    if iss is not None and iss != api_settings.ISSUER:
+        return await _authenticate_trusted(scope, raw)
     try:
         token = AccessToken(raw)
-    except TokenError:
+    except (TokenError, OverflowError, OSError, ValueError, TypeError):
+        # OverflowError, OSError: simplejwt turns exp into a datetime, and an exp past year 9999 does not fit.
         return AnonymousUser(), None, "token_invalid"
     # Strictly: 1.5 and true are not user 1, and a token of an older version was revoked.
     user_id = directory.user_id_from_claim(token.get(api_settings.USER_ID_CLAIM))
@@ -70,6 +81,29 @@ async def authenticate(scope) -> tuple[object, int | None, str | None]:
     if user is None:
         return AnonymousUser(), None, "user_inactive"
     return user, int(token["exp"]), None
+
+
+async def _authenticate_trusted(scope, raw: str) -> tuple[object, int | None, str | None]:
+    """A token the product signed: verified, its recipient ensured (created on first use), then as any token."""
+    token = trusted_issuers.cached_token(raw)
+    try:
+        if token is None:
+            token = await database_sync_to_async(trusted_issuers.token_authenticate)(raw)
+    except trusted_issuers.InvalidTrustedToken:
+        return AnonymousUser(), None, "token_invalid"
+    except (OperationalError, InterfaceError):
+        return AnonymousUser(), None, DATABASE_UNAVAILABLE
+    if token.claims.exp <= time.time():  # expired between the check and now: never accepted
+        return AnonymousUser(), None, "token_invalid"
+    scope["token_version"] = token.token_version
+    try:
+        user = await _get_token_user(token.user_id, token.token_version)
+    except (OperationalError, InterfaceError):
+        return AnonymousUser(), None, DATABASE_UNAVAILABLE
+    if user is None:
+        return AnonymousUser(), None, "user_inactive"
+    # The consumer closes the socket at token_exp (a whole second, rounded down: never later than exp).
+    return user, int(token.claims.exp), None
 
 
 async def still_valid(scope) -> bool:

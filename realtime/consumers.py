@@ -362,6 +362,8 @@ class NotificationConsumer(FastPathConsumerMixin, AsyncJsonWebsocketConsumer):
         await self.send_text(event["frame"] if "frame" in event else protocol.with_frame(event)["frame"])
 
     notification_deleted = notification_read
+    # An edited notification (realtime.protocol.updated_message): every socket sends it, whatever its catch-up sent.
+    notification_updated = notification_read
 
     async def credentials_revoked(self, event) -> None:
         """The user's tokens were revoked (password changed, deactivated, deleted): the error frame, then 4401."""

@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from inbox.delivery import DeliveryBackend
-from inbox.events import CredentialsRevoked, Event, NotificationsDeleted, NotificationsRead, NotificationsSaved, NotificationsSent
+from channels.layers import InMemoryChannelLayer, get_channel_layer
+
+from inbox.events import (
+    CredentialsRevoked, Event, NotificationsDeleted, NotificationsRead, NotificationsSaved, NotificationsSent, NotificationsUpdated,
+)
 from inbox.payloads import notification_payload
 
 from . import protocol, publisher
@@ -16,6 +20,24 @@ class WebSocketBackend(DeliveryBackend):
         """Publish each domain event's channel-layer messages, one publish per event (in order)."""
         for event in events:
             publisher.publish(render(event))
+
+    def reach(self) -> str | None:
+        """
+        What a delivery from this process will not do, in a sentence for the person who caused
+        it (``manage.py notify``), or None when it reaches every server's sockets. The in-memory
+        channel layer (no REDIS_URL, as under ``make run``) is one per process: a shell's events
+        never reach the server's sockets.
+        """
+        layer = get_channel_layer()
+        if layer is None:
+            return "There is no channel layer (CHANNEL_LAYERS is empty), so no open page is told."
+        if isinstance(layer, InMemoryChannelLayer):
+            return (
+                "Not pushed live: without REDIS_URL each process has its own in-memory channel layer, and this "
+                "command's does not reach the server's sockets. Open pages show it when they reconnect or are "
+                "reloaded; set REDIS_URL (for the server and for this command) to push it live."
+            )
+        return None
 
 
 def render(event: Event) -> list[publisher.Event]:
@@ -33,6 +55,13 @@ def render(event: Event) -> list[publisher.Event]:
     if kind is CredentialsRevoked:
         # Every open socket of the user, on every server process, closes with 4401.
         return [(event.user_id, protocol.credentials_revoked_message())]
+    if kind is NotificationsUpdated:
+        # Edited rows, one message each, sent by every socket of the recipient; expired ones are skipped.
+        return [
+            (n.recipient_id, protocol.updated_message(notification_payload(n), event.unread.get(n.recipient_id, 0)))
+            for n in event.notifications
+            if not n.is_expired()
+        ]
     if kind is NotificationsSaved:
         # Stored rows (saved one by one, an admin resend), one message each; expired ones are skipped.
         unread = event.unread

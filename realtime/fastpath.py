@@ -165,7 +165,7 @@ class FastPathConsumerMixin:
             if kind == protocol.NOTIFICATION_CREATED:
                 if event["id"] <= self.high_water and not event.get("resend"):
                     return True  # already sent by the catch-up
-            elif kind not in (protocol.NOTIFICATION_READ, protocol.NOTIFICATION_DELETED):
+            elif kind not in (protocol.NOTIFICATION_READ, protocol.NOTIFICATION_DELETED, protocol.NOTIFICATION_UPDATED):
                 return False
         except Exception:
             return False  # the task handles it, and raises what it raises there

@@ -28,6 +28,9 @@ from inbox.conf import inbox_setting
 # Server to client. Events are dotted nouns + past-tense verbs; the consumer has one handler per event.
 NOTIFICATION_CREATED = "notification.created"
 NOTIFICATION_READ = "notification.read"
+# A stored notification was edited (the admin): clients replace what they show of it, and count
+# nothing again. The frame carries the whole notification, like notification.created.
+NOTIFICATION_UPDATED = "notification.updated"
 NOTIFICATION_DELETED = "notification.deleted"
 SYNC_DONE = "sync.done"
 # Channel-layer only: the user's tokens were revoked (inbox.events.CredentialsRevoked); each socket
@@ -129,12 +132,14 @@ def created_message(payload: dict[str, Any], unread: int, *, resend: bool = Fals
     The channel-layer message of one new notification for its recipient. ``resend`` marks a
     deliberate push of a stored notification (admin): sockets deliver it even when their catch-up
     already covered the id, where a late live event would be a duplicate.
+
+    The frame of a resend says ``"resend": true``: the client shows it again instead of dropping
+    an id it already has.
     """
-    message = {
-        "type": NOTIFICATION_CREATED,
-        "id": payload["id"],
-        "frame": render({"type": NOTIFICATION_CREATED, "notification": payload, "unread": unread}),
-    }
+    fields = {"type": NOTIFICATION_CREATED, "notification": payload, "unread": unread}
+    if resend:
+        fields["resend"] = True
+    message = {"type": NOTIFICATION_CREATED, "id": payload["id"], "frame": render(fields)}
     if resend:
         message["resend"] = True
     return message
@@ -149,6 +154,9 @@ def sent_messages(
     fields the rows share are rendered once and each row's id, recipient and unread count put in
     (bench/JOURNAL.md, finding 42).
     """
+    if recipient_ids and type(recipient_ids[0]) is not int:
+        # A host's UUID or string keys: the recipient is a JSON string (render() writes it so), each frame rendered whole.
+        return [(rid, created_message({**payload, "id": nid, "recipient": rid}, unread.get(rid, 0))) for nid, rid in zip(ids, recipient_ids)]
     shared = render({k: v for k, v in payload.items() if k not in ("id", "recipient")})[1:-1]
     head = '{"type":"%s","notification":{"id":' % NOTIFICATION_CREATED
     return [
@@ -160,6 +168,18 @@ def sent_messages(
 def catchup_frame(payload: dict[str, Any], unread: int) -> str:
     """A notification the client missed, sent by the catch-up."""
     return render({"type": NOTIFICATION_CREATED, "notification": payload, "unread": unread, "catchup": True})
+
+
+def updated_message(payload: dict[str, Any], unread: int) -> dict[str, Any]:
+    """
+    The channel-layer message of an edited notification for its recipient: every socket sends it
+    (an edit is news even to a socket whose catch-up sent the old version).
+    """
+    return {
+        "type": NOTIFICATION_UPDATED,
+        "id": payload["id"],
+        "frame": render({"type": NOTIFICATION_UPDATED, "notification": payload, "unread": unread}),
+    }
 
 
 def read_message(*, ids: Sequence[int], read: bool, unread: int) -> dict[str, Any]:

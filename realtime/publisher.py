@@ -21,8 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
+import hashlib
 import logging
+import re
 import threading
+import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -34,12 +38,41 @@ from .layers.replies import wait_reply
 
 logger = logging.getLogger(__name__)
 
-Event = tuple[int, dict[str, Any]]  # (user id, channel-layer message; realtime.protocol renders them)
+Event = tuple[Any, dict[str, Any]]  # (user id: any primary key, channel-layer message; realtime.protocol renders them)
 
 
-def group_for_user(user_id: int) -> str:
-    """The channel-layer group of every open socket of one user."""
-    return f"inbox.user.{int(user_id)}"
+def group_for_user(user_id) -> str:
+    """
+    The channel-layer group of every open socket of one user, for any primary key: an integer as it
+    is (the common case, and the benchmarked one), anything else through ``_group_for_key``.
+    """
+    if type(user_id) is int:
+        return f"inbox.user.{user_id}"
+    return _group_for_key(user_id)
+
+
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+
+
+@functools.lru_cache(maxsize=65_536)
+def _group_for_key(user_id) -> str:
+    """
+    A group name for a key that is not an int. Channels allows only ASCII letters, digits, ``-``,
+    ``_`` and ``.`` in fewer than 100 characters, and a string key may hold anything, so one is
+    named by a digest (``s`` + 40 hex digits: never an integer's or a UUID's name). Every form of
+    one key gives one name: a UUID and its canonical text, an integer and its canonical decimal
+    text; "042" is not 42 (as a string key it is another user).
+    """
+    if isinstance(user_id, uuid.UUID):
+        return f"inbox.user.{user_id.hex}"
+    if isinstance(user_id, int):  # a bool or an int subclass
+        return f"inbox.user.{int(user_id)}"
+    text = str(user_id)
+    if text.isascii() and text.isdigit() and text == str(int(text)):
+        return f"inbox.user.{text}"
+    if _CANONICAL_UUID.match(text):
+        return f"inbox.user.{uuid.UUID(text).hex}"
+    return "inbox.user.s" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
 def publish(events: Sequence[Event]) -> None:

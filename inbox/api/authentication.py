@@ -7,6 +7,13 @@ integer, never 1.5 or true for user 1) and only while its ``token_version`` is t
 (inbox.models.TokenVersion: a password change or a deactivation revokes every token issued before).
 The token endpoints issue tokens with the claim and refuse a refresh token of a deleted, inactive
 or revoked user with a 401.
+
+Tokens the product signs itself go another way: a token whose ``iss`` names an issuer of
+INBOX["TRUSTED_ISSUERS"] is verified by inbox/trusted_issuers.py (its signature, ``exp``, ``aud``,
+``sub`` the external id) and authenticates the recipient that ``sub`` names; a token whose ``iss``
+names no trusted issuer (nor simplejwt's own ISSUER) is a 401; a token without ``iss`` is
+simplejwt's, as before. Every malformed claim is a 401, never a 500: simplejwt turns ``exp`` into a
+datetime, and an ``exp`` past year 9999 (``1e30``) raised OverflowError out of the authentication.
 """
 
 import copy
@@ -22,9 +29,14 @@ from rest_framework_simplejwt.exceptions import InvalidToken
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
 from rest_framework_simplejwt.settings import api_settings
 
-from inbox import directory
+from inbox import directory, trusted_issuers
 
 NO_USER = _("Token contained no recognizable user identification")
+MALFORMED = _("Token is invalid: a claim is malformed.")
+UNTRUSTED = _("Token is invalid: its issuer (iss) is not trusted.")
+# What simplejwt's own checks raise for a claim out of range (datetime.fromtimestamp of a huge exp)
+# besides its TokenError: a 401 like any bad token.
+MALFORMED_CLAIM_ERRORS = (OverflowError, OSError, ValueError, TypeError)
 REVOKED = _("User not found or inactive, or the token was revoked (password changed or account deactivated).")
 
 
@@ -65,11 +77,34 @@ class CachedJWTAuthentication(JWTAuthentication):
     def get_validated_token(self, raw_token):
         token = verified_tokens.get(raw_token)
         if token is None:
+            token = trusted_issuers.cached_token(raw_token)
+        if token is not None:
+            return token
+        iss = trusted_issuers.claimed_issuer(raw_token)
+        if iss is not None and iss != api_settings.ISSUER:
+            return self.get_trusted_token(raw_token)
+        try:
             token = super().get_validated_token(raw_token)  # raises InvalidToken
-            verified_tokens.add(raw_token, token)
+        except MALFORMED_CLAIM_ERRORS:
+            raise InvalidToken(MALFORMED) from None
+        verified_tokens.add(raw_token, token)
         return token
 
+    def get_trusted_token(self, raw_token) -> trusted_issuers.TrustedToken:
+        """A token the product signed: verified, and its recipient ensured (created on first use)."""
+        try:
+            return trusted_issuers.token_authenticate(raw_token)
+        except trusted_issuers.UntrustedIssuer:
+            raise InvalidToken(UNTRUSTED) from None
+        except trusted_issuers.InvalidTrustedToken as exc:
+            raise InvalidToken(_("Token is invalid: %(reason)s") % {"reason": exc}) from None
+
     def get_user(self, validated_token):
+        if isinstance(validated_token, trusted_issuers.TrustedToken):
+            user = directory.token_user(validated_token.user_id, validated_token.token_version)
+            if user is None:
+                raise AuthenticationFailed(REVOKED, code="token_revoked")
+            return copy.copy(user)
         user_id = directory.user_id_from_claim(validated_token.get(api_settings.USER_ID_CLAIM))
         version = directory.token_version_from_claim(validated_token)
         if user_id is None or version is None:
@@ -116,7 +151,13 @@ class CheckedTokenRefreshSerializer(TokenRefreshSerializer):
     """
 
     def validate(self, attrs):
-        token_user_or_401(self.token_class(attrs["refresh"]))  # TokenError: the view's 401
+        try:
+            token = self.token_class(attrs["refresh"])  # TokenError: the view's 401
+        except MALFORMED_CLAIM_ERRORS:
+            raise InvalidToken(MALFORMED) from None
+        if token.payload.get("iss") != api_settings.ISSUER:  # as on the API: another issuer's token is not Inbox's
+            raise InvalidToken(UNTRUSTED)
+        token_user_or_401(token)
         try:
             return super().validate(attrs)
         except ObjectDoesNotExist:  # deleted in between

@@ -1,5 +1,6 @@
 """
-Error responses in the OpenAPI schema, and the page that shows it (``SwaggerUIView``).
+Error responses and the order of the security schemes in the OpenAPI schema, and the page that
+shows it (``SwaggerUIView``).
 
 drf-spectacular documents the success responses only. A client (and Schemathesis, which checks
 that every response is one the schema documents) also needs the errors each operation can answer:
@@ -37,7 +38,7 @@ VALIDATION_ERRORS = {
 DESCRIPTIONS = {
     "400": "The request is invalid: messages by field.",
     "401": "Not authenticated, or bad credentials.",
-    "403": "Authenticated, but not allowed (the send permission is missing).",
+    "403": "Authenticated, but not allowed (the permission, or the API key's scope, is missing).",
     "404": "No notification of yours has this id (on the list: the cursor is invalid).",
     "413": "The request body is too large.",
     "415": "The body is not JSON.",
@@ -81,7 +82,37 @@ def add_error_responses(result, generator, request, public):
                 if code in ("429", "503"):
                     response["headers"] = RETRY_AFTER
                 operation["responses"].setdefault(code, response)
+    order_security_schemes(result)
     return result
+
+
+def _security_rank(scheme: dict) -> int:
+    """Bearer tokens first (what clients use), then API keys in a header, then the session cookie."""
+    if scheme.get("type") == "http" and str(scheme.get("scheme", "")).lower() == "bearer":
+        return 0
+    if scheme.get("type") == "apiKey" and scheme.get("in") == "header":
+        return 1
+    if scheme.get("type") == "apiKey" and scheme.get("in") == "cookie":
+        return 3
+    return 2
+
+
+def order_security_schemes(result) -> None:
+    """
+    List the security schemes in the order a reader should try them: drf-spectacular sorts them by
+    name, so Swagger UI's *Authorize* dialog offered the admin's session cookie (``cookieAuth``)
+    before the bearer token (``jwtAuth``). Each operation's ``security`` follows the same order.
+    """
+    schemes = result.get("components", {}).get("securitySchemes")
+    if not schemes:
+        return
+    ranked = sorted(schemes, key=lambda name: (_security_rank(schemes[name]), name))
+    result["components"]["securitySchemes"] = {name: schemes[name] for name in ranked}
+    position = {name: i for i, name in enumerate(ranked)}
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            if isinstance(operation, dict) and isinstance(operation.get("security"), list):
+                operation["security"].sort(key=lambda req: min((position.get(n, len(position)) for n in req), default=len(position)))
 
 
 # --- The docs page ------------------------------------------------------------------------------

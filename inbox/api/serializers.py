@@ -12,9 +12,15 @@ from drf_spectacular.utils import extend_schema_field
 import orjson
 from rest_framework import serializers
 
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import validate_email
+
+from inbox import services
+from inbox.links import validate_link
 from inbox.models import Notification
 from inbox.payloads import notification_payload
 from inbox.selectors import user_resolve_recipients
+from inbox.services.recipients import MAX_EMAIL_LENGTH, MAX_EXTERNAL_ID_LENGTH, MAX_NAME_LENGTH, ExternalRef
 
 MAX_ID = 2**63 - 1
 
@@ -36,16 +42,68 @@ class NotificationSerializer(serializers.ModelSerializer):
     def to_representation(self, instance):
         return notification_payload(instance)
 
-    @extend_schema_field({"type": "string", "anyOf": [{"format": "uri"}, {"maxLength": 0}]})
+    @extend_schema_field({"type": "string", "anyOf": [{"format": "uri-reference"}, {"maxLength": 0}]})
     def get_link(self, instance) -> str:
         return instance.link
 
 
-@extend_schema_field({"oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "maxLength": 150}]})
-class RecipientField(serializers.Field):
-    """A user id (integer) or a username (string)."""
+EXTERNAL_RECIPIENT_SCHEMA = {
+    "type": "object",
+    "description": (
+        "A recipient named by the product's own id: created on the fly when unknown (an account that cannot "
+        "sign in); a given email or name updates its profile."
+    ),
+    "properties": {
+        "external_id": {"type": "string", "minLength": 1, "maxLength": MAX_EXTERNAL_ID_LENGTH},
+        "email": {"type": "string", "format": "email", "maxLength": MAX_EMAIL_LENGTH, "nullable": True},
+        "name": {"type": "string", "maxLength": MAX_NAME_LENGTH, "nullable": True},
+    },
+    "required": ["external_id"],
+    "additionalProperties": False,
+}
+EXTERNAL_KEYS = ("external_id", "email", "name")
 
-    default_error_messages = {"invalid": "A recipient is a user id (integer) or a username (string)."}
+
+def external_ref(data: dict) -> ExternalRef:
+    """
+    ``{"external_id": ..., "email"?: ..., "name"?: ...}`` as an ExternalRef, or a ValidationError
+    naming each bad key. ``email`` and ``name`` may be null or absent (leave the profile as is);
+    ``""`` clears them.
+    """
+    errors = {}
+    for key in data:
+        if key not in EXTERNAL_KEYS:
+            errors[str(key)[:100]] = ["Unknown field: a recipient object has external_id, email and name."]
+    external_id = data.get("external_id")
+    if "external_id" not in data:
+        errors["external_id"] = ["This field is required."]
+    elif type(external_id) is not str or not 0 < len(external_id) <= MAX_EXTERNAL_ID_LENGTH or "\x00" in external_id:
+        errors["external_id"] = [f"An external id is a string of 1 to {MAX_EXTERNAL_ID_LENGTH} characters without NUL."]
+    email, name = data.get("email"), data.get("name")
+    if email is not None:
+        if type(email) is not str or len(email) > MAX_EMAIL_LENGTH or "\x00" in email:
+            errors["email"] = [f"An e-mail address is a string of at most {MAX_EMAIL_LENGTH} characters."]
+        elif email:
+            try:
+                validate_email(email)
+            except DjangoValidationError:
+                errors["email"] = ["Enter a valid email address."]
+    if name is not None and (type(name) is not str or len(name) > MAX_NAME_LENGTH or "\x00" in name):
+        errors["name"] = [f"A name is a string of at most {MAX_NAME_LENGTH} characters without NUL."]
+    if errors:
+        raise serializers.ValidationError(errors)
+    return ExternalRef(external_id, email, name)
+
+
+@extend_schema_field(
+    {"oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "maxLength": 150}, EXTERNAL_RECIPIENT_SCHEMA]}
+)
+class RecipientField(serializers.Field):
+    """A user id (integer), a username (string), or the product's id (``{"external_id": ...}``)."""
+
+    default_error_messages = {
+        "invalid": "A recipient is a user id (integer), a username (string) or an object with an external_id."
+    }
 
     def to_internal_value(self, data):
         if isinstance(data, bool):
@@ -56,6 +114,8 @@ class RecipientField(serializers.Field):
             return data
         if isinstance(data, str) and 0 < len(data) <= 150 and "\x00" not in data:
             return data
+        if isinstance(data, dict):
+            return external_ref(data)
         self.fail("invalid")
 
     def to_representation(self, value):
@@ -84,13 +144,18 @@ def unknown_recipients_error(field: str, refs) -> serializers.ValidationError:
 
 
 class NotificationSendSerializer(serializers.Serializer):
-    recipient = RecipientField(required=False, help_text="One recipient: a user id or a username.")
+    recipient = RecipientField(
+        required=False, help_text="One recipient: a user id, a username, or {\"external_id\", \"email\"?, \"name\"?}."
+    )
     recipients = serializers.ListField(
         child=RecipientField(),
         required=False,
         allow_empty=False,
         max_length=inbox_setting("MAX_RECIPIENTS"),
-        help_text=f"Several recipients (at most {inbox_setting('MAX_RECIPIENTS')}); one bulk write.",
+        help_text=(
+            f"Several recipients (at most {inbox_setting('MAX_RECIPIENTS')}); one bulk write. Ids, usernames and "
+            "external-id objects may be mixed."
+        ),
     )
     title = serializers.CharField(max_length=inbox_setting("MAX_TITLE_LENGTH"))
     message = serializers.CharField(
@@ -98,7 +163,8 @@ class NotificationSendSerializer(serializers.Serializer):
     )
     category = serializers.SlugField(max_length=50, required=False, default="general")
     data = serializers.JSONField(required=False, default=dict, help_text="Free JSON object, at most 16 KiB.")
-    link = serializers.URLField(max_length=2048, required=False, allow_blank=True, default="")
+    # An http(s) URL or a path of the product's site ("/orders/5"): inbox/links.py says what is refused.
+    link = serializers.CharField(max_length=2048, required=False, allow_blank=True, default="", validators=[validate_link])
     expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
 
     def validate_data(self, value):
@@ -124,20 +190,68 @@ class NotificationSendSerializer(serializers.Serializer):
             raise serializers.ValidationError({"recipient": ["Give either 'recipient' or 'recipients'."]})
         field = "recipient" if has_one else "recipients"
         refs = [attrs.pop("recipient")] if has_one else attrs.pop("recipients")
-        users, unknown = user_resolve_recipients(refs=refs)
+        attrs["single"] = has_one
+        attrs["external_refs"] = []
+        external = [r for r in refs if type(r) is ExternalRef]
+        if not external:  # ids and usernames only: the send path as it always was
+            users, unknown = user_resolve_recipients(refs=refs)
+            if unknown:
+                raise unknown_recipients_error(field, unknown)
+            attrs["recipient_users"] = users
+            return attrs
+        plain = [r for r in refs if type(r) is not ExternalRef]
+        users, unknown = user_resolve_recipients(refs=plain) if plain else ([], [])
         if unknown:
             raise unknown_recipients_error(field, unknown)
-        attrs["recipient_users"] = users
-        attrs["single"] = has_one
+        by_id = {u.pk: u for u in users}
+        by_name = {u.username: u for u in users}
+        attrs["recipient_plan"] = [
+            r if type(r) is ExternalRef else (by_id[r] if isinstance(r, int) else by_name[r]) for r in refs
+        ]
+        known = services.recipients_known(external)
+        if known is None:
+            # Some must be created or updated: notification_fields() does it, in the send's transaction.
+            attrs["external_refs"] = external
+        else:
+            attrs["recipient_users"] = _in_order(attrs["recipient_plan"], dict(zip((r.external_id for r in external), known)))
         return attrs
 
+    @property
+    def writes_recipients(self) -> bool:
+        """Whether notification_fields() creates or updates recipients (then run it in the send's transaction)."""
+        return bool(self.validated_data["external_refs"])
+
     def notification_fields(self) -> dict:
-        """The validated send, as the keyword arguments of services.notification_create."""
+        """
+        The validated send, as the keyword arguments of services.notification_create. Recipients
+        named by external ids that this process does not know are created (or their profiles
+        updated) here, last, after everything else was validated: inside the caller's transaction,
+        a send refused later stores none of them.
+        """
         v = self.validated_data
+        users = v.get("recipient_users")
+        if users is None:
+            field = "recipient" if v["single"] else "recipients"
+            try:
+                found = services.recipients_ensure(v["external_refs"])
+            except services.InvalidExternalId as exc:
+                raise serializers.ValidationError({field: [str(exc)]}) from None
+            users = _in_order(v["recipient_plan"], {u.external_id: u for u in found})
         return {
-            "recipients": v["recipient_users"],
+            "recipients": users,
             **{k: v[k] for k in ("title", "message", "category", "data", "link", "expires_at")},
         }
+
+
+def _in_order(plan, external_users: dict) -> list:
+    """The recipients of ``plan`` (resolved users and ExternalRefs) in first-seen order, once each."""
+    users, seen = [], set()
+    for r in plan:
+        u = external_users[r.external_id] if type(r) is ExternalRef else r
+        if u.pk not in seen:
+            seen.add(u.pk)
+            users.append(u)
+    return users
 
 
 _send_prototypes = threading.local()
@@ -179,7 +293,60 @@ class UnreadCountSerializer(serializers.Serializer):
     unread = serializers.IntegerField()
 
 
+@extend_schema_field({"oneOf": [{"type": "integer"}, {"type": "string"}]})
+class UserIdField(serializers.Field):
+    """A user's primary key: an integer as an integer; a UUID or a string key as a string."""
+
+    def to_representation(self, value):
+        return value if type(value) is int else str(value)
+
+
+def user_id_json(value):
+    """A primary key as JSON carries it (UserIdField's rule)."""
+    return value if type(value) is int else str(value)
+
+
 class MeSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+    id = UserIdField()
     username = serializers.CharField()
+    external_id = serializers.CharField(allow_null=True, help_text="The product's id of this recipient; null for a local account.")
     can_send = serializers.BooleanField()
+
+
+class RecipientProfileSerializer(serializers.Serializer):
+    """The body of ``PUT /api/recipients/<external_id>/``: the profile to set (absent: leave as is)."""
+
+    email = serializers.EmailField(max_length=MAX_EMAIL_LENGTH, required=False, allow_blank=True)
+    name = serializers.CharField(max_length=MAX_NAME_LENGTH, required=False, allow_blank=True, trim_whitespace=False)
+
+    def validate(self, attrs):
+        unknown = [str(k)[:100] for k in self.initial_data if k not in self.fields]
+        if unknown:
+            raise serializers.ValidationError({k: ["Unknown field: a recipient's profile has email and name."] for k in unknown})
+        return attrs
+
+
+class RecipientSerializer(serializers.Serializer):
+    external_id = serializers.CharField()
+    email = serializers.CharField(help_text="An e-mail address, or an empty string.")
+    name = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class UserTokenRequestSerializer(serializers.Serializer):
+    """The body of ``POST /api/auth/user-token/``: the recipient (created if unknown) and its profile."""
+
+    external_id = serializers.CharField(max_length=MAX_EXTERNAL_ID_LENGTH, trim_whitespace=False)
+    email = serializers.EmailField(max_length=MAX_EMAIL_LENGTH, required=False, allow_blank=True, allow_null=True)
+    name = serializers.CharField(max_length=MAX_NAME_LENGTH, required=False, allow_blank=True, allow_null=True, trim_whitespace=False)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            return super().to_internal_value(data)  # DRF's "Expected a dictionary"
+        return external_ref(data)
+
+
+class UserTokenSerializer(serializers.Serializer):
+    access = serializers.CharField(help_text="A JWT access token for the recipient (Authorization: Bearer, or the socket's token).")
+    expires_at = serializers.DateTimeField()

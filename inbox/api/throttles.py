@@ -18,6 +18,7 @@ import threading
 from contextlib import contextmanager
 
 from inbox.conf import inbox_setting
+from django.conf import settings
 from django.core.cache import caches
 from rest_framework.exceptions import Throttled
 from rest_framework.settings import api_settings
@@ -96,7 +97,8 @@ class _RatesFromSettings:
 
     @property
     def cache(self):
-        return caches["throttle"]
+        # The service's own cache of histories (settings/api.py); a host without one: its default cache.
+        return caches["throttle"] if "throttle" in settings.CACHES else caches["default"]
 
     def get_ident(self, request):
         return client_address(request)

@@ -1,11 +1,15 @@
 """
 Thin REST views: validate input, call a service or a selector, serialize the result.
-Every query starts from request.user: another user's notification is a 404, never a 403.
+Every query of notifications starts from request.user: another user's notification is a 404,
+never a 403. Services act with API keys (inbox/api/keys.py: request.user is the key's service
+account, request.auth the key and its scopes); the recipients and token-minting views at the end
+serve them.
 """
 
 import hashlib
 import re
 from contextlib import nullcontext
+from datetime import datetime, timedelta, timezone as dt_timezone
 
 import orjson
 from django.db import transaction
@@ -13,19 +17,22 @@ from django.http import Http404
 from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import permissions, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
+from rest_framework_simplejwt.tokens import AccessToken
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from inbox import directory, selectors, services
-from inbox.models import IdempotencyKey
+from inbox.conf import inbox_setting
+from inbox.models import ExternalRecipient, IdempotencyKey
 from inbox.payloads import notification_payload
 
 from .authentication import CheckedTokenRefreshSerializer, VersionedTokenObtainPairSerializer
+from .keys import SEND, CanEraseRecipients, CanMintTokens, CanProvisionRecipients, request_key
 from .pagination import NotificationCursorPagination
 from .serializers import (
     BulkSendResponseSerializer,
@@ -34,9 +41,14 @@ from .serializers import (
     NotificationSerializer,
     ReadAllResponseSerializer,
     ReadAllSerializer,
+    RecipientProfileSerializer,
+    RecipientSerializer,
     UnreadCountSerializer,
+    UserTokenRequestSerializer,
+    UserTokenSerializer,
     send_serializer,
     unknown_recipients_error,
+    user_id_json,
 )
 from .throttles import AuthThrottle, ReadThrottle, SendThrottle, password_check_slot
 
@@ -47,7 +59,8 @@ CATEGORY_RE = re.compile(r"^[-a-zA-Z0-9_]+\Z")
 
 class CanSendNotifications(permissions.BasePermission):
     """
-    Holders of ``inbox.send_notification``. The answer is kept per process for a few seconds
+    API keys with the ``send`` scope (inbox/api/keys.py), and users holding
+    ``inbox.send_notification``. A user's answer is kept per process for a few seconds
     (inbox/directory.py): has_perm costs two queries per send (bench/ profile: 5% of the server's CPU).
     """
 
@@ -56,6 +69,12 @@ class CanSendNotifications(permissions.BasePermission):
     def has_permission(self, request, view):
         user = request.user
         if not (user and user.is_authenticated):
+            return False
+        key = request_key(request)
+        if key is not None:
+            if key.has_scope(SEND):
+                return True
+            self.message = f"This API key lacks the '{SEND}' scope (it sends notifications)."
             return False
         allowed = directory.send_permissions.get(user.pk)
         if allowed is None:
@@ -164,9 +183,10 @@ class NotificationListCreateView(GenericAPIView):
         serializer = send_serializer(request.data)
         serializer.is_valid(raise_exception=True)
         v = serializer.validated_data
-        # With a key, the claim and the notifications commit together; without one, the service's own
-        # transaction is all there is (a nested one would cost a savepoint and its release per send).
-        with transaction.atomic() if key is not None else nullcontext():
+        # With a key, the claim and the notifications commit together; recipients created for the send
+        # (external ids) commit with it too, or not at all. Otherwise the service's own transaction is
+        # all there is (a nested one would cost a savepoint and its release per send).
+        with transaction.atomic() if key is not None or serializer.writes_recipients else nullcontext():
             claim = None
             if key is not None:
                 claim = services.idempotency_key_claim(sender=request.user, key=key, request_hash=request_hash)
@@ -177,7 +197,9 @@ class NotificationListCreateView(GenericAPIView):
             except services.UnknownRecipients as exc:
                 # Deactivated or deleted since this process last looked them up (inbox/directory.py).
                 field = "recipient" if v["single"] else "recipients"
-                raise unknown_recipients_error(field, [u.username for u in exc.recipients]) from None
+                services.recipients_forget(exc.recipients)  # an erased external id is created anew next time
+                labels = [getattr(u, "external_id", "") or u.username for u in exc.recipients]
+                raise unknown_recipients_error(field, labels) from None
             if v["single"]:
                 body = notification_payload(created[0], sender_username=request.user.username)
             else:
@@ -245,7 +267,127 @@ class MeView(ReadThrottled, APIView):
     @extend_schema(responses={200: MeSerializer}, summary="Who am I, and may I send")
     def get(self, request):
         u = request.user
-        return Response({"id": u.pk, "username": u.get_username(), "can_send": u.has_perm("inbox.send_notification")})
+        key = request_key(request)
+        can_send = key.has_scope(SEND) if key is not None else u.has_perm("inbox.send_notification")
+        external_id = ExternalRecipient.objects.filter(user_id=u.pk).values_list("external_id", flat=True).first()
+        return Response({"id": user_id_json(u.pk), "username": u.get_username(), "external_id": external_id, "can_send": can_send})
+
+
+# --- Recipients named by the product's ids --------------------------------------------------------
+
+ERROR_DETAIL = {"$ref": "#/components/schemas/ErrorDetail"}  # inbox/api/schema.py defines it
+RECIPIENT_ERRORS = {
+    400: OpenApiResponse({"$ref": "#/components/schemas/ValidationErrors"}, description="The external id is longer than 255 characters."),
+    403: OpenApiResponse(ERROR_DETAIL, description="The key lacks the scope, or the user the permission."),
+    404: OpenApiResponse(ERROR_DETAIL, description="No recipient has this external id."),
+}
+
+
+def _external_id_or_400(external_id: str) -> str:
+    try:
+        return services.external_id_check(external_id)
+    except services.InvalidExternalId as exc:
+        raise ValidationError({"external_id": [str(exc)]}) from None
+
+
+def _recipient_body(row) -> dict:
+    return {
+        "external_id": row.external_id, "email": row.email, "name": row.name,
+        "created_at": row.created_at, "updated_at": row.updated_at,
+    }
+
+
+EXTERNAL_ID_PARAMETER = OpenApiParameter(
+    "external_id", OpenApiTypes.STR, OpenApiParameter.PATH,
+    description="The product's id of the recipient, URL-encoded (any characters, '/' as %2F; 1 to 255).",
+)
+
+
+class RecipientDetailView(APIView):
+    """
+    ``/api/recipients/<external_id>/``: provision or update (PUT), read (GET), erase (DELETE) a
+    recipient named by the product's id. Only such recipients are reachable: a local account's
+    username is a 404 here.
+    """
+
+    throttle_classes = [SendThrottle]
+
+    def get_permissions(self):
+        if self.request.method == "DELETE":
+            return [CanEraseRecipients()]
+        return [CanProvisionRecipients()]
+
+    @extend_schema(parameters=[EXTERNAL_ID_PARAMETER], responses={200: RecipientSerializer, **RECIPIENT_ERRORS}, summary="A recipient named by the product's id")
+    def get(self, request, external_id):
+        row = services.recipient_get(external_id=_external_id_or_400(external_id))
+        if row is None:
+            raise Http404
+        return Response(_recipient_body(row))
+
+    @extend_schema(
+        parameters=[EXTERNAL_ID_PARAMETER],
+        request=RecipientProfileSerializer,
+        responses={200: RecipientSerializer, 201: RecipientSerializer, 403: RECIPIENT_ERRORS[403]},
+        summary="Provision (201) or update (200) a recipient named by the product's id",
+    )
+    def put(self, request, external_id):
+        external_id = _external_id_or_400(external_id)
+        serializer = RecipientProfileSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        v = serializer.validated_data
+        row, created = services.recipient_provision(external_id=external_id, email=v.get("email"), name=v.get("name"))
+        return Response(_recipient_body(row), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+    @extend_schema(parameters=[EXTERNAL_ID_PARAMETER], responses={204: None, **RECIPIENT_ERRORS}, summary="Erase a recipient and all their notifications")
+    def delete(self, request, external_id):
+        if not services.recipient_erase(external_id=_external_id_or_400(external_id)):
+            raise Http404
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+@method_decorator(never_cache, name="dispatch")
+class UserTokenView(APIView):
+    """
+    ``POST /api/auth/user-token/``: a short-lived access token for a recipient named by the product's
+    id (created if unknown), for a key with the ``mint`` scope. The product's backend calls this when
+    its user opens a page, and hands the token to that page (REST and the socket take it as any
+    other access token). It carries the recipient's token version, so erasing or deactivating the
+    recipient revokes it.
+    """
+
+    throttle_classes = [SendThrottle]
+    permission_classes = [CanMintTokens]
+
+    @extend_schema(
+        request=UserTokenRequestSerializer,
+        responses={
+            200: UserTokenSerializer,
+            201: UserTokenSerializer,
+            403: OpenApiResponse(ERROR_DETAIL, description="Not an API key with the 'mint' scope."),
+            409: OpenApiResponse(ERROR_DETAIL, description="The recipient is deactivated."),
+        },
+        summary="Mint an access token for a recipient named by the product's id",
+        auth=[{"apiKeyAuth": []}],
+    )
+    def post(self, request):
+        serializer = UserTokenRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        ref = serializer.validated_data  # an ExternalRef
+        try:
+            row, created = services.recipient_provision(external_id=ref.external_id, email=ref.email, name=ref.name)
+        except services.InvalidExternalId as exc:
+            raise ValidationError({"external_id": [str(exc)]}) from None
+        user = row.user
+        if not user.is_active:
+            return Response({"detail": "This recipient is deactivated: no token can be minted for them."}, status=status.HTTP_409_CONFLICT)
+        token = AccessToken.for_user(user)
+        token.set_exp(lifetime=timedelta(seconds=inbox_setting("MINTED_TOKEN_SECONDS")))
+        token[directory.TOKEN_VERSION_CLAIM] = directory.current_token_version(user.pk)
+        expires_at = datetime.fromtimestamp(token["exp"], tz=dt_timezone.utc)
+        return Response(
+            {"access": str(token), "expires_at": expires_at.isoformat()},
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
 
 
 # Tokens are credentials: no cache may keep them (never_cache: Cache-Control: no-store, ...).

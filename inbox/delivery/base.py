@@ -17,3 +17,10 @@ class DeliveryBackend:
 
     def deliver(self, events: Sequence[Event]) -> None:
         raise NotImplementedError
+
+    def reach(self) -> str | None:
+        """
+        One line for an operator on what becomes of an event this process delivers (the ``notify``
+        command prints it), or None to say nothing.
+        """
+        return None

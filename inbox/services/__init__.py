@@ -16,14 +16,30 @@ from .read_state import (
     notification_mark_read,
     notification_mark_unread,
 )
-from .recipients import InvalidExternalId, recipient_ensure, recipient_erase
-from .sending import notification_create, notification_push_saved, notification_resend
+from .recipients import (
+    ExternalRef,
+    ExternalUser,
+    InvalidExternalId,
+    InvalidRecipientProfile,
+    external_id_check,
+    recipient_ensure,
+    recipient_erase,
+    recipient_get,
+    recipient_provision,
+    recipients_ensure,
+    recipients_forget,
+    recipients_known,
+)
+from .sending import notification_create, notification_push_saved, notification_push_updated, notification_resend
 
 __all__ = [
     "IdempotencyClaim",
     "IdempotencyConflict",
     "UnknownRecipients",
+    "ExternalRef",
+    "ExternalUser",
     "InvalidExternalId",
+    "InvalidRecipientProfile",
     "credentials_revoke",
     "idempotency_key_claim",
     "idempotency_key_complete",
@@ -36,7 +52,14 @@ __all__ = [
     "notification_mark_read",
     "notification_mark_unread",
     "notification_push_saved",
+    "notification_push_updated",
     "notification_resend",
     "recipient_ensure",
     "recipient_erase",
+    "recipient_get",
+    "recipient_provision",
+    "external_id_check",
+    "recipients_ensure",
+    "recipients_forget",
+    "recipients_known",
 ]

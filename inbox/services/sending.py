@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from .. import delivery
-from ..events import NotificationsSaved, NotificationsSent
+from ..events import NotificationsSaved, NotificationsSent, NotificationsUpdated
 from ..exceptions import UnknownRecipients
 from ..models import Notification
 from ..selectors import notification_unread_count, notification_unread_counts
@@ -64,7 +64,7 @@ def _announce(send: NewSend, ids: list[int], unread: dict[int, int]) -> None:
     delivery.publish_on_commit(
         NotificationsSent(
             template=template, ids=ids, recipient_ids=send.recipient_ids, unread=unread,
-            sender_username=sender.username if sender is not None else None,
+            sender_username=sender.get_username() if sender is not None else None,
         )
     )
 
@@ -79,6 +79,22 @@ def _push_one(notification_id: int) -> None:
     if n is None:
         return
     delivery.deliver((NotificationsSaved(notifications=[n], unread={n.recipient_id: notification_unread_count(user_id=n.recipient_id)}),))
+
+
+def notification_push_updated(*, notification: Notification) -> None:
+    """
+    Show an edited notification (the admin's change form) in place on its recipient's open
+    clients, after commit. The row is read again then, so clients get what was committed.
+    """
+    transaction.on_commit(partial(_push_updated, notification.pk), robust=True)
+
+
+def _push_updated(notification_id: int) -> None:
+    n = Notification.objects.select_related("sender").filter(pk=notification_id).first()
+    if n is None:
+        return
+    unread = {n.recipient_id: notification_unread_count(user_id=n.recipient_id)}
+    delivery.deliver((NotificationsUpdated(notifications=[n], unread=unread),))
 
 
 def notification_resend(*, notifications: Sequence[Notification]) -> int:

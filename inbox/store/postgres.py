@@ -1,12 +1,17 @@
 """
 The PostgreSQL path of a send: one call of a PL/pgSQL function (store/sql/) for a send alone, or of
 its batch twin for the small sends that group commit writes together (store/group_commit.py).
+
+Both functions take the recipients as ``bigint[]``: they are for a user model keyed by integers
+(Django's default). A host whose users are keyed by a UUID or a string writes through the ORM
+instead (``insert_any_key``), with the same advisory locks, bucketed by a stable hash of the key.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+import zlib
+from collections.abc import Collection, Iterable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import NamedTuple
@@ -19,7 +24,8 @@ from django.db import DatabaseError, DataError, connection, transaction
 from django.dispatch import receiver
 
 from ..conf import inbox_setting
-from .base import Announce, InactiveRecipients, NewSend
+from . import sqlite
+from .base import Announce, InactiveRecipients, NewSend, UserId
 from .group_commit import RETRY_ALONE, GroupCommit
 
 #: Lock space for "one recipient's inserts commit in id order" (PostgreSQL advisory locks).
@@ -64,6 +70,48 @@ def lock_buckets(recipient_ids: Sequence[int]) -> list[int]:
     needs nothing: an IMMEDIATE transaction holds the database write lock from BEGIN to COMMIT.
     """
     return sorted({rid % LOCK_BUCKETS for rid in recipient_ids})
+
+
+def key_lock_buckets(recipient_ids: Iterable[UserId]) -> list[int]:
+    """
+    ``lock_buckets`` for keys that are not integers (UUIDs, strings): the bucket of a key is the
+    CRC-32 of its text, the same in every process and after every restart (Python's ``hash`` of a
+    string is salted per process), so two processes writing to one recipient take the same lock.
+    """
+    return sorted({zlib.crc32(str(rid).encode("utf-8", "surrogatepass")) % LOCK_BUCKETS for rid in recipient_ids})
+
+
+def insert_any_key(send: NewSend, *, announce: Announce) -> tuple[list[int], dict[UserId, int]]:
+    """
+    The PostgreSQL path for a user model whose key is not an integer: the ORM path (store/sqlite.py)
+    in one transaction (a savepoint inside the caller's), after ``_lock_active_recipients`` took the
+    recipients' advisory locks and checked them. The guarantees are the functions': for one
+    recipient ids commit in order, nothing is stored for an inactive recipient. No group commit:
+    each send is its own transaction.
+    """
+    return sqlite.insert_notifications(send, announce=announce, active_recipients=_lock_active_recipients)
+
+
+def _lock_active_recipients(recipient_ids: Collection[UserId]) -> set[UserId]:
+    """
+    Take the recipients' advisory locks (ascending buckets, as the functions do: two bulk sends
+    cannot deadlock), then answer which of them are active users, each row held FOR KEY SHARE (it
+    cannot be deleted before this transaction ends), as the functions' check does.
+    """
+    from django.contrib.auth import get_user_model
+
+    User = get_user_model()
+    quote = connection.ops.quote_name
+    table, pk = quote(User._meta.db_table), quote(User._meta.pk.column)
+    is_active = quote(User._meta.get_field("is_active").column)
+    with connection.cursor() as cursor:
+        # One statement per lock, in order, in one pipeline (psycopg's executemany).
+        cursor.executemany("SELECT pg_advisory_xact_lock(%s, %s)", [(LOCK_NAMESPACE, b) for b in key_lock_buckets(recipient_ids)])
+        cursor.execute(
+            f"SELECT {pk} FROM {table} WHERE {pk} = ANY(%s) AND {is_active} FOR KEY SHARE",
+            [[User._meta.pk.get_db_prep_value(rid, connection) for rid in set(recipient_ids)]],
+        )
+        return {User._meta.pk.to_python(row[0]) for row in cursor.fetchall()}
 
 
 def insert_notifications(send: NewSend, *, announce: Announce) -> tuple[list[int], dict[int, int]]:

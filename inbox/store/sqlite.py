@@ -2,9 +2,14 @@
 The path of a send on any database but PostgreSQL (SQLite): the ORM, in one transaction. An
 IMMEDIATE transaction holds SQLite's write lock from BEGIN to COMMIT, so ids are allocated in
 commit order without the advisory locks of the PostgreSQL path.
+
+PostgreSQL uses it too when the user model's key is not an integer (store/postgres.py,
+``insert_any_key``), with ``active_recipients`` taking that path's locks first.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Collection
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
@@ -12,14 +17,25 @@ from django.db import transaction
 # The module, not the function: inbox.selectors imports this package (bigint_array).
 from .. import selectors
 from ..models import Notification
-from .base import Announce, InactiveRecipients, NewSend
+from .base import Announce, InactiveRecipients, NewSend, UserId
 
 
-def insert_notifications(send: NewSend, *, announce: Announce) -> tuple[list[int], dict[int, int]]:
-    """The ORM path of ``inbox.store.insert_notifications``: check, bulk insert, count, then announce."""
+def active_users(recipient_ids: Collection[UserId]) -> set[UserId]:
+    """Which of ``recipient_ids`` are active users (SQLite's write lock keeps them so until commit)."""
+    return set(get_user_model()._default_manager.filter(pk__in=recipient_ids, is_active=True).values_list("pk", flat=True))
+
+
+def insert_notifications(
+    send: NewSend, *, announce: Announce, active_recipients: Callable[[Collection[UserId]], set[UserId]] = active_users
+) -> tuple[list[int], dict[UserId, int]]:
+    """
+    The ORM path of ``inbox.store.insert_notifications``: check, bulk insert, count, then announce.
+    ``active_recipients(ids)`` answers which recipients are active users, inside the transaction,
+    before anything is written.
+    """
     recipient_ids = send.recipient_ids
     with transaction.atomic():
-        active = set(get_user_model().objects.filter(pk__in=recipient_ids, is_active=True).values_list("pk", flat=True))
+        active = active_recipients(recipient_ids)
         if not active.issuperset(recipient_ids):
             raise InactiveRecipients([rid for rid in recipient_ids if rid not in active])
         rows = [

@@ -5,10 +5,12 @@ from datetime import timedelta
 
 from ..env import env_int
 from .base import DEBUG
+from .inbox import INBOX
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "inbox.api.authentication.CachedJWTAuthentication",
+        "inbox.api.keys.ApiKeyAuthentication",  # Authorization: Api-Key <key> (services)
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -69,3 +71,13 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
+# --- CORS (django-cors-headers) -------------------------------------------------------------
+# The product's web origins (INBOX_ALLOWED_ORIGINS, read in settings/inbox.py) may call the REST API
+# from their pages; the WebSocket's Origin check follows the same list (realtime/origin.py). Tokens
+# and keys travel in the Authorization header, never in cookies: no credentials.
+# https://github.com/adamchainz/django-cors-headers#configuration
+CORS_ALLOWED_ORIGINS = INBOX["ALLOWED_ORIGINS"]
+CORS_URLS_REGEX = r"^/api/"
+CORS_ALLOW_HEADERS = ("authorization", "content-type", "idempotency-key")
+CORS_EXPOSE_HEADERS = ("idempotent-replayed", "retry-after")
+CORS_ALLOW_CREDENTIALS = False

@@ -43,6 +43,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "csp",
     "channels",
+    "django_tasks",  # the durable schedule of the fallbacks (inbox/fallback/)
+    "django_tasks_db",
     "server",
     "inbox",
     "realtime",
@@ -55,6 +57,10 @@ INSTALLED_APPS = [
 # 13.5 -> 10.0 ms of server CPU per send.
 # https://docs.djangoproject.com/en/5.2/topics/http/middleware/#asynchronous-support
 MIDDLEWARE = [
+    # CORS for the product's web origins (INBOX_ALLOWED_ORIGINS; settings/api.py): as high as
+    # possible, before anything that may answer (CommonMiddleware), as django-cors-headers says.
+    # Async-capable, so it adds no thread switch at the top of the chain.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "inbox.middleware.ContentSecurityPolicyMiddleware",  # django-csp's, the header built once
     "django.contrib.sessions.middleware.SessionMiddleware",

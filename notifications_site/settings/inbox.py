@@ -1,6 +1,58 @@
 """The notification domain: the INBOX dict (inbox/conf.py has every key's default and meaning)."""
 
+import json
+import os
+from urllib.parse import urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
 from ..env import env_float, env_int
+
+
+def _trusted_issuers_from_env() -> list:
+    """INBOX_TRUSTED_ISSUERS: a JSON list of issuers (the entries are checked by inbox/trusted_issuers.py)."""
+    raw = os.environ.get("INBOX_TRUSTED_ISSUERS", "").strip()
+    if not raw:
+        return []
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"INBOX_TRUSTED_ISSUERS is not valid JSON ({exc}): it must be a JSON list of issuers, see docs/integration.md.") from None
+    if not isinstance(value, list):
+        raise ImproperlyConfigured("INBOX_TRUSTED_ISSUERS must be a JSON list of issuers ([{\"iss\": ..., \"alg\": ..., ...}]), see docs/integration.md.")
+    return value
+
+
+def _allowed_origins_from_env() -> list[str]:
+    """INBOX_ALLOWED_ORIGINS: comma-separated origins, each scheme://host[:port] (a trailing / is dropped)."""
+    origins = []
+    for item in os.environ.get("INBOX_ALLOWED_ORIGINS", "").split(","):
+        item = item.strip().rstrip("/")
+        if not item:
+            continue
+        try:
+            parts = urlsplit(item)
+            parts.port  # noqa: B018 (raises ValueError for a bad port)
+        except ValueError:
+            parts = None
+        if (
+            parts is None
+            or parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.hostname.startswith(".")
+            or parts.path
+            or parts.query
+            or parts.fragment
+            or parts.username is not None
+            or "*" in item
+        ):
+            raise ImproperlyConfigured(
+                f"INBOX_ALLOWED_ORIGINS: {item!r} is not an origin. Give each as scheme://host[:port], "
+                "e.g. https://app.example.com, separated by commas (no path, no wildcard)."
+            )
+        origins.append(f"{parts.scheme}://{parts.netloc.lower()}")
+    return origins
+
 
 INBOX = {
     # Product limits.
@@ -9,6 +61,9 @@ INBOX = {
     "CATCHUP_MAX": env_int("INBOX_CATCHUP_MAX", 10_000),
     "PASSWORD_CHECKS": env_int("INBOX_PASSWORD_CHECKS", 2),
     "DELIVERY_BACKENDS": ["realtime.delivery.WebSocketBackend"],
+    # Tokens the product signs (docs/integration.md) and the product's web origins (CORS, WebSocket Origin).
+    "TRUSTED_ISSUERS": _trusted_issuers_from_env(),
+    "ALLOWED_ORIGINS": _allowed_origins_from_env(),
     # Tuning (docs/performance.md).
     "DIRECTORY_CACHE_SECONDS": env_float("INBOX_DIRECTORY_CACHE_SECONDS", 5.0),
     "RECIPIENT_CACHE_SECONDS": env_float("INBOX_RECIPIENT_CACHE_SECONDS", 300.0),

@@ -192,7 +192,8 @@ def test_the_resend_action_pushes_each_unexpired_notification_again(admin_client
 
 def admin_form(recipient, **fields) -> dict:
     """The admin's notification form, filled in: empty optional fields plus ``fields``."""
-    form = {"recipient": str(recipient.pk), "sender": "", "message": "", "data": "{}", "link": ""}
+    # "initial-data": the hidden initial value a browser posts for a field with a callable default.
+    form = {"recipient": str(recipient.pk), "sender": "", "message": "", "data": "{}", "initial-data": "{}", "link": ""}
     form.update({f"{name}_{part}": "" for name in ("read_at", "expires_at") for part in (0, 1)})
     return {**form, **fields}
 
@@ -211,17 +212,105 @@ def test_adding_a_notification_in_the_admin_pushes_it(admin_client_, alice, push
     assert pushed[0][1]["notification"]["id"] == n.id
 
 
-def test_editing_a_notification_in_the_admin_pushes_nothing(admin_client_, alice, pushed, django_capture_on_commit_callbacks):
-    n = make_notification(alice, title="Before")
+def test_editing_a_title_in_the_admin_shows_the_new_version_in_place_on_open_pages(admin_client_, alice, pushed, django_capture_on_commit_callbacks):
+    n = make_notification(alice, title="Before", link="/orders/5")
+    make_notification(alice)  # unread too: the frame carries the count as it is, not one more
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client_.post(
             f"{CHANGELIST}{n.id}/change/",
-            admin_form(alice, category="general", title="After"),
+            admin_form(alice, category="general", title="After", link="/orders/5"),
         )
     assert response.status_code == 302
     n.refresh_from_db()
     assert n.title == "After"
+    assert n.link == "/orders/5"  # the form showed the stored link and kept it
+    [(user_id, frame)] = pushed
+    assert user_id == alice.pk
+    assert frame["type"] == "notification.updated"
+    assert frame["notification"]["id"] == n.id and frame["notification"]["title"] == "After"
+    assert frame["unread"] == 2
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [("message", "New text"), ("link", "https://example.com/new"), ("category", "ops"), ("data", '{"order": 5}')],
+)
+def test_every_edit_of_what_the_recipient_sees_is_pushed_as_an_update(admin_client_, alice, pushed, django_capture_on_commit_callbacks, field, value):
+    n = make_notification(alice, title="Same")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client_.post(f"{CHANGELIST}{n.id}/change/", admin_form(alice, **{"category": "general", "title": "Same", field: value}))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert [frame["type"] for _, frame in pushed] == ["notification.updated"]
+    shown = pushed[0][1]["notification"][field]
+    assert shown == ({"order": 5} if field == "data" else value)
+
+
+def test_saving_an_unchanged_notification_pushes_nothing(admin_client_, alice, pushed, django_capture_on_commit_callbacks):
+    n = make_notification(alice, title="Same", category="general")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client_.post(f"{CHANGELIST}{n.id}/change/", admin_form(alice, category="general", title="Same"))
+    assert response.status_code == 302
     assert pushed == []
+
+
+@pytest.mark.parametrize("link", ["/orders/5", "https://example.com/orders/5", ""])
+def test_the_admin_form_takes_a_path_of_the_site_or_an_http_url(admin_client_, alice, link):
+    response = admin_client_.post(f"{CHANGELIST}add/", admin_form(alice, category="general", title="Shipped", link=link))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert Notification.objects.get().link == link
+
+
+@pytest.mark.parametrize("link", ["//evil.example", "javascript:alert(1)", "/\\evil.example", "/a\x01b", "orders/5"])
+def test_the_admin_form_refuses_other_hosts_scripts_and_ambiguous_links(admin_client_, alice, pushed, link):
+    response = admin_client_.post(f"{CHANGELIST}add/", admin_form(alice, category="general", title="Shipped", link=link))
+    assert response.status_code == 200
+    assert "link" in response.context["adminform"].form.errors
+    assert not Notification.objects.exists()
+    assert pushed == []
+
+
+def test_the_change_form_shows_the_stored_link(admin_client_, alice):
+    n = make_notification(alice, link="/orders/5")
+    form = admin_client_.get(f"{CHANGELIST}{n.id}/change/").context["adminform"].form
+    assert form.initial["link"] == "/orders/5"
+    assert 'value="/orders/5"' in str(form["link"])
+
+
+# --- How the admin names a notification, and the changelist's columns --------------------------
+
+
+def test_a_notification_is_named_by_its_recipients_username(alice):
+    n = make_notification(alice, title="Invoice paid")
+    assert str(n) == f"#{n.id} to alice: Invoice paid"
+
+
+def test_a_long_title_is_cut_short_in_the_name(alice):
+    n = make_notification(alice, title="x" * 200)
+    assert str(n) == f"#{n.id} to alice: {'x' * 59}…"
+
+
+def test_an_unsaved_notification_without_a_recipient_has_a_name_too():
+    assert str(Notification(title="Draft")) == "#None to None: Draft"
+
+
+def test_the_changelist_shows_usernames_and_cuts_long_titles(admin_client_, alice):
+    long_title = ("Your quarterly report " + "is ready " * 20)[:200].strip()
+    make_notification(alice, title=long_title)
+    response = admin_client_.get(CHANGELIST)
+    html = response.content.decode()
+    assert ">alice<" in html
+    assert long_title not in html
+    assert long_title[:60] in html
+
+
+def test_the_changelist_runs_a_fixed_handful_of_queries_whatever_the_rows(admin_client_, service_account, django_assert_max_num_queries):
+    for u in make_users(50, prefix="page"):
+        make_notification(u, sender=service_account, title="t" * 200)
+    # session, user, the bounded count, the page (recipient joined), the category filter, the date hierarchy...
+    with django_assert_max_num_queries(10):
+        response = admin_client_.get(CHANGELIST)
+    assert len(response.context["cl"].result_list) == 50
+    assert all(f">{u}<" in response.content.decode() for u in ("page-00000", "page-00049"))
 
 
 def test_the_change_form_opens(admin_client_, alice):

@@ -150,11 +150,19 @@ async function start() {
   const newest = page.results.length ? page.results[0].id : 0;
   const client = new InboxClient({ token: state.access, getToken: refreshAccess, after: newest });
   state.client = client;
-  client.on("notification", ({ notification, catchup }) => {
+  client.on("notification", ({ notification, catchup, resend }) => {
     const isNew = !state.items.has(notification.id);
-    upsert(notification, { fresh: true });
+    if (resend && !isNew) replaceItem(notification, { fresh: true }); // pushed again: shown again, as it is now
+    else upsert(notification, { fresh: true });
     updateEmpty();
-    if (isNew && !catchup) toast(notification);
+    if ((isNew || resend) && !catchup) toast(notification);
+  });
+  client.on("updated", ({ notification, unread }) => {
+    // Edited (an operator in the admin): the new version in place, in the list and in its toast.
+    // Not listed (older than what was loaded): nothing to show. The badge takes the server's count.
+    replaceItem(notification);
+    updateToast(notification);
+    if (Number.isInteger(unread)) setBadge(unread);
   });
   client.on("read", ({ ids, read, unread }) => {
     ids.forEach((id) => setRead(id, read));
@@ -233,6 +241,17 @@ function upsert(n, { fresh = false } = {}) {
   }
   list.insertBefore(li, before);
   return li;
+}
+
+/** Show the current version of a listed notification in its place; false when it is not listed. */
+function replaceItem(n, { fresh = false } = {}) {
+  const old = state.items.get(n.id);
+  if (!old) return false;
+  const li = renderItem(n);
+  if (fresh || old.classList.contains("fresh")) li.classList.add("fresh");
+  old.replaceWith(li);
+  state.items.set(n.id, li);
+  return true;
 }
 
 function renderItem(n) {
@@ -385,13 +404,11 @@ function showStatus({ status, delay }) {
 function toast(n) {
   if (!n) return;
   const box = $("toasts");
+  if (n.id) box.querySelector(`.toast[data-id="${Number(n.id)}"]`)?.remove(); // shown again: one toast
   while (box.children.length >= MAX_TOASTS) box.firstElementChild.remove();
   const t = el("div", { className: "toast" });
   t.setAttribute("role", "status");
-  const head = el("div", { className: "toast-head" });
-  head.append(chip(n.category || "general"), el("strong", { textContent: n.title }));
-  t.append(head);
-  if (n.message) t.append(el("p", { textContent: n.message }));
+  fillToast(t, n);
   if (n.id) {
     t.dataset.id = String(n.id);
     t.addEventListener("click", () => {
@@ -403,6 +420,19 @@ function toast(n) {
   box.append(t);
   setTimeout(() => t.classList.add("leaving"), TOAST_MS);
   setTimeout(() => t.remove(), TOAST_MS + 400);
+}
+
+function fillToast(t, n) {
+  const head = el("div", { className: "toast-head" });
+  head.append(chip(n.category || "general"), el("strong", { textContent: n.title, title: n.title }));
+  t.replaceChildren(head);
+  if (n.message) t.append(el("p", { textContent: n.message }));
+}
+
+/** The toast of an edited notification, if one is showing, shows the new version. */
+function updateToast(n) {
+  const t = $("toasts").querySelector(`.toast[data-id="${Number(n.id)}"]`);
+  if (t) fillToast(t, n);
 }
 
 function newestItemData() {
@@ -457,8 +487,15 @@ function hue(text) {
   return (h * 7) % 360;
 }
 
+/**
+ * The href of a notification's link: an http(s) URL, or a path of this site ("/orders/5", opened
+ * relative to this page's origin). Anything else (javascript:, data:, "//other.host", a backslash
+ * that browsers read as a slash) gives no link, whatever the server stored.
+ */
 function safeLink(link) {
-  if (!link) return null;
+  if (typeof link !== "string" || !link) return null;
+  if (link.startsWith("/") && (link.startsWith("//") || /[\\\s\u0000-\u001f\u007f]/.test(link))) return null;
+  if (!link.startsWith("/") && !/^https?:\/\//i.test(link)) return null;
   try {
     const u = new URL(link, location.href);
     return u.protocol === "https:" || u.protocol === "http:" ? u.href : null;

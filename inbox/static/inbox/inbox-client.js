@@ -13,11 +13,16 @@
  * - reconnects with exponential backoff and full jitter (longer after a 4429 rate limit, and after a
  *   4408: the user has the most sockets the server allows open in other tabs);
  * - resumes with ?after=<last id seen>, so what was sent while it was away arrives by catch-up;
- * - drops duplicates by id, acks (in batches) what it hands to you, keeps the unread count;
+ * - drops duplicates by id (except a deliberate resend), acks (in batches) what it hands to you, keeps
+ *   the unread count;
  * - pings every 25 s and drops a connection that stops answering.
  *
  * Events (listen with on(type, fn) or addEventListener(type, e => e.detail)):
- *   notification {notification, catchup, unread}   a notification not seen before
+ *   notification {notification, catchup, resend, unread}
+ *                                                    a notification not seen before, or one pushed again on
+ *                                                    purpose (resend: true, an operator's Resend): show it again
+ *   updated      {notification, unread}              a notification you may have was edited: replace it in place
+ *                                                    (not a new one: count nothing)
  *   read         {ids, read, unread}                 notifications marked read (read: false = unread again)
  *   deleted      {ids, unread}                       notifications deleted
  *   unread       {unread}                            the unread count changed
@@ -339,6 +344,12 @@ export class InboxClient extends EventTarget {
       case "notification.created":
         this._onCreated(frame);
         break;
+      case "notification.updated":
+        if (frame.notification && Number.isSafeInteger(frame.notification.id)) {
+          this._emit("updated", { notification: frame.notification, unread: frame.unread });
+        }
+        this._setUnread(frame.unread);
+        break;
       case "notification.read":
         this._emit("read", { ids: frame.ids || [], read: frame.read !== false, unread: frame.unread });
         this._setUnread(frame.unread);
@@ -361,12 +372,14 @@ export class InboxClient extends EventTarget {
   _onCreated(frame) {
     const n = frame.notification;
     if (!n || !Number.isSafeInteger(n.id)) return;
-    const duplicate = this._seen.has(n.id);
+    // A resend is deliberate (an operator pushed it again): shown again although its id was seen.
+    const resend = frame.resend === true;
+    const duplicate = this._seen.has(n.id) && !resend;
     if (!duplicate) this._remember(n.id);
     if (this.lastId === null || n.id > this.lastId) this._setLastId(n.id);
     if (!duplicate) {
       if (frame.catchup) this._caughtUp += 1;
-      this._emit("notification", { notification: n, catchup: !!frame.catchup, unread: frame.unread });
+      this._emit("notification", { notification: n, catchup: !!frame.catchup, resend, unread: frame.unread });
       if (this.autoAck && !n.delivered_at) this.ack([n.id]);
     }
     // During a catch-up the count is the one at its start; sync.done brings the final one.

@@ -34,7 +34,7 @@ def test_the_access_token_signs_the_user_in(anon_client, alice):
     anon_client.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens['access']}")
     response = anon_client.get("/api/me/")
     assert response.status_code == 200
-    assert response.json() == {"id": alice.pk, "username": "alice", "can_send": False}
+    assert response.json() == {"id": alice.pk, "username": "alice", "can_send": False, "external_id": None}
 
 
 def test_a_wrong_password_gets_401(anon_client, alice):
@@ -122,6 +122,7 @@ def test_me_says_whether_the_user_may_send(client_for, alice, service_account, s
         "id": service_account.pk,
         "username": "billing-service",
         "can_send": True,
+        "external_id": None,
     }
     assert client_for(staff_user).get("/api/me/").json()["can_send"] is True
 

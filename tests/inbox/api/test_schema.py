@@ -9,6 +9,8 @@ from django.core.management import call_command
 API_PATHS = {
     "/api/auth/token/": {"post"},
     "/api/auth/token/refresh/": {"post"},
+    "/api/auth/user-token/": {"post"},
+    "/api/recipients/{external_id}/": {"get", "put", "delete"},
     "/api/me/": {"get"},
     "/api/notifications/": {"get", "post"},
     "/api/notifications/unread-count/": {"get"},

@@ -1,0 +1,217 @@
+"""
+``FallbackScheduler``: the delivery backend that turns a send into the fallbacks' durable schedule.
+
+For each new notification, two task rows (django-tasks-db's ``DBTaskResult``): Web Push at
+``+push_delay(category)`` and e-mail at ``+email_delay(category)``. A send of 10,000 recipients is
+one statement inserting 20,000 rows, not 20,000 ``enqueue`` calls.
+
+Off the send path: ``deliver`` runs after commit in the thread that wrote the send (on PostgreSQL's
+group commit, the writer of the next batch), so by default it only hands the send's ids, category
+and time to this process' schedule writer and returns (2-3 µs, whatever the number of recipients);
+that thread builds the rows and inserts whatever accumulated in one statement, so concurrent sends
+share an INSERT. It reads no preferences (the task does, when it runs).
+``INBOX["FALLBACK_SCHEDULE_IN_BACKGROUND"] = False`` inserts in the caller's thread instead (tests,
+or a host that wants the insert inside its request). The writer flushes at exit; a process killed
+between a commit and the writer's next insert (milliseconds) loses those sends' fallbacks, never
+the notifications.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import close_old_connections, connection, transaction
+from django.utils import timezone
+
+from ..conf import inbox_setting
+from ..delivery.base import DeliveryBackend
+from ..events import Event, NotificationsSaved, NotificationsSent
+from . import policy
+
+logger = logging.getLogger(__name__)
+
+_MAX_BUFFERED = 100_000  # sends the writer keeps while the database is unreachable, then drops the oldest
+
+
+def _backend_alias() -> str:
+    return inbox_setting("FALLBACK_TASK_BACKEND")
+
+
+def check_backend() -> None:
+    """The schedule is rows: the task backend must be django-tasks-db's (TASKS in the settings)."""
+    from django_tasks import task_backends
+    from django_tasks_db import DatabaseBackend
+
+    backend = task_backends[_backend_alias()]
+    if not isinstance(backend, DatabaseBackend):
+        raise ImproperlyConfigured(
+            f"The fallbacks need django-tasks-db's DatabaseBackend as the {_backend_alias()!r} task backend "
+            f'(TASKS = {{"default": {{"BACKEND": "django_tasks_db.DatabaseBackend"}}}}), not {type(backend).__name__}.'
+        )
+
+
+def insert_tasks(entries: Sequence[tuple[object, int, datetime]]) -> None:
+    """
+    Insert READY task rows of django-tasks-db's ``DBTaskResult`` for (task, notification id,
+    run_after), with the values its ``enqueue`` writes (``kwargs={"notification_id": id}``), in one
+    statement. On PostgreSQL, one INSERT from ``unnest`` of three arrays passed in their text form
+    (psycopg adapts a Python list element by element, in Python; inbox/store/postgres.py's
+    ``bigint_array``), the ids and the JSON made by the server; on SQLite one ``executemany``. The
+    ORM's ``bulk_create`` prepares each of the 15 fields of each row: seconds for a
+    10,000-recipient send, where only the id, the notification and the time differ.
+    """
+    from django_tasks_db.models import DBTaskResult
+
+    if not entries:
+        return
+    names = {f.column for f in DBTaskResult._meta.concrete_fields}
+    if names != _COLUMNS:  # the library's table changed: say so rather than write a wrong row
+        raise ImproperlyConfigured(f"django-tasks-db's task table has columns {sorted(names)}; inbox/fallback/scheduler.py expects {sorted(_COLUMNS)}")
+    table = connection.ops.quote_name(DBTaskResult._meta.db_table)
+    columns = (
+        "id, status, enqueued_at, started_at, finished_at, args_kwargs, priority, task_path, worker_ids,"
+        " queue_name, backend_name, run_after, return_value, exception_class_path, traceback"
+    )
+    now, alias = timezone.now(), _backend_alias()
+    tasks = list(dict.fromkeys(task for task, _, _ in entries))
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            index = {task: i + 1 for i, task in enumerate(tasks)}
+            cursor.execute(
+                f"INSERT INTO {table} ({columns})"
+                " SELECT gen_random_uuid(), 'READY', %s, NULL, NULL,"
+                " jsonb_build_object('args', '[]'::jsonb, 'kwargs', jsonb_build_object('notification_id', u.nid)),"
+                " (%s::int[])[u.task], (%s::text[])[u.task], '[]'::jsonb, (%s::text[])[u.task], %s, to_timestamp(u.at),"
+                " NULL, '', '' FROM unnest(%s::bigint[], %s::int[], %s::float8[]) AS u(nid, task, at)",
+                [
+                    now,
+                    [t.priority for t in tasks], [t.module_path for t in tasks], [t.queue_name for t in tasks],
+                    alias,
+                    "{" + ",".join(str(int(nid)) for _, nid, _ in entries) + "}",
+                    "{" + ",".join(str(index[task]) for task, _, _ in entries) + "}",
+                    "{" + ",".join(f"{at.timestamp():.6f}" for _, _, at in entries) + "}",
+                ],
+            )
+        else:
+            adapt = functools.lru_cache(maxsize=256)(connection.ops.adapt_datetimefield_value)
+            cursor.executemany(
+                f"INSERT INTO {table} ({columns})"
+                " VALUES (%s, 'READY', %s, NULL, NULL, %s, %s, %s, '[]', %s, %s, %s, NULL, '', '')",
+                [
+                    (
+                        uuid.uuid4().hex, adapt(now), '{"args": [], "kwargs": {"notification_id": %d}}' % nid,
+                        task.priority, task.module_path, task.queue_name, alias, adapt(at),
+                    )
+                    for task, nid, at in entries
+                ],
+            )
+
+
+_COLUMNS = {
+    "id", "status", "enqueued_at", "started_at", "finished_at", "args_kwargs", "priority", "task_path",
+    "worker_ids", "queue_name", "backend_name", "run_after", "return_value", "exception_class_path", "traceback",
+}
+
+
+Group = tuple[Sequence[int], str, datetime]  # the notification ids of one send, their category, their created_at
+
+
+def schedule_entries(groups: Iterable[Group]) -> list[tuple[object, int, datetime]]:
+    """The two tasks of each notification of each group: (task, notification id, run_after)."""
+    from .tasks import email_fallback, push_fallback
+
+    entries = []
+    for ids, category, created_at in groups:
+        push_at = created_at + timedelta(seconds=policy.push_delay(category))
+        email_at = created_at + timedelta(seconds=policy.email_delay(category))
+        for nid in ids:
+            entries.append((push_fallback, nid, push_at))
+            entries.append((email_fallback, nid, email_at))
+    return entries
+
+
+class _ScheduleWriter:
+    """One thread per process that inserts the schedule of the sends handed to it, everything pending in one go."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._groups: list = []
+        self._busy = False
+        self._thread: threading.Thread | None = None
+
+    def add(self, groups: list[Group]) -> None:
+        with self._cond:
+            self._groups.extend(groups)
+            if len(self._groups) > _MAX_BUFFERED:
+                dropped = len(self._groups) - _MAX_BUFFERED
+                del self._groups[:dropped]
+                logger.error("fallback schedule: database unreachable, the fallbacks of %d send(s) dropped", dropped)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="inbox-fallback-schedule", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every send handed over is scheduled (True) or ``timeout`` passes (False)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._groups and not self._busy, timeout)
+
+    def _run(self) -> None:
+        pause = 0.2
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._groups)
+                groups, self._groups, self._busy = self._groups, [], True
+            try:
+                close_old_connections()
+                insert_tasks(schedule_entries(groups))
+                pause = 0.2
+            except Exception:
+                logger.exception("fallback schedule: the fallbacks of %d send(s) not inserted yet; trying again in %.1f s", len(groups), pause)
+                connection.close()
+                with self._cond:
+                    self._groups[:0] = groups
+                time.sleep(pause)
+                pause = min(pause * 2, 10.0)
+            finally:
+                with self._cond:
+                    idle = not self._groups
+                if idle:
+                    # Hold no connection while idle (a pooled one goes back to the pool).
+                    connection.close()
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+
+writer = _ScheduleWriter()
+atexit.register(writer.flush, 5.0)
+
+
+class FallbackScheduler(DeliveryBackend):
+    """Schedules each new notification's Web Push and e-mail fallbacks (inbox/fallback/__init__.py)."""
+
+    def __init__(self) -> None:
+        check_backend()
+
+    def deliver(self, events: Sequence[Event]) -> None:
+        groups: list[Group] = []
+        for event in events:
+            if isinstance(event, NotificationsSent):
+                groups.append((event.ids, event.template.category, event.template.created_at or timezone.now()))
+            elif isinstance(event, NotificationsSaved) and not event.resend:
+                groups.extend(([n.pk], n.category, n.created_at) for n in event.notifications)
+        if not groups:
+            return
+        if inbox_setting("FALLBACK_SCHEDULE_IN_BACKGROUND"):
+            writer.add(groups)  # the rows are built and inserted in the writer's thread
+        else:
+            insert_tasks(schedule_entries(groups))
