@@ -170,10 +170,15 @@ class ScopeOrPermission(permissions.BasePermission):
         if not self.perms:
             self.message = f"Only an API key with the '{self.scope}' scope may do this."
             return False
-        if any(user.has_perm(p) for p in self.perms):
+        if self.user_allowed(user):
             return True
-        self.message = f"You do not have permission to do this (it needs {' or '.join(self.perms)})."
+        self.message = self.refused_user_message or f"You do not have permission to do this (it needs {' or '.join(self.perms)})."
         return False
+
+    refused_user_message: str = ""
+
+    def user_allowed(self, user) -> bool:
+        return any(user.has_perm(p) for p in self.perms)
 
 
 class CanMintTokens(ScopeOrPermission):

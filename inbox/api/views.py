@@ -32,7 +32,7 @@ from inbox.models import ExternalRecipient, IdempotencyKey
 from inbox.payloads import notification_payload
 
 from .authentication import CheckedTokenRefreshSerializer, VersionedTokenObtainPairSerializer
-from .keys import SEND, CanEraseRecipients, CanMintTokens, CanProvisionRecipients, request_key
+from .keys import SEND, CanEraseRecipients, CanMintTokens, CanProvisionRecipients, ScopeOrPermission, request_key
 from .pagination import NotificationCursorPagination
 from .serializers import (
     BulkSendResponseSerializer,
@@ -57,25 +57,17 @@ IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 CATEGORY_RE = re.compile(r"^[-a-zA-Z0-9_]+\Z")
 
 
-class CanSendNotifications(permissions.BasePermission):
+class CanSendNotifications(ScopeOrPermission):
     """
     API keys with the ``send`` scope (inbox/api/keys.py), and users holding
     ``inbox.send_notification``. A user's answer is kept per process for a few seconds
     (inbox/directory.py): has_perm costs two queries per send (bench/ profile: 5% of the server's CPU).
     """
 
-    message = "You do not have permission to send notifications."
+    scope, perms, who = SEND, ("inbox.send_notification",), "sends notifications"
+    refused_user_message = "You do not have permission to send notifications."
 
-    def has_permission(self, request, view):
-        user = request.user
-        if not (user and user.is_authenticated):
-            return False
-        key = request_key(request)
-        if key is not None:
-            if key.has_scope(SEND):
-                return True
-            self.message = f"This API key lacks the '{SEND}' scope (it sends notifications)."
-            return False
+    def user_allowed(self, user) -> bool:
         allowed = directory.send_permissions.get(user.pk)
         if allowed is None:
             allowed = user.has_perm("inbox.send_notification")
