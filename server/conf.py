@@ -27,6 +27,10 @@ DEFAULTS: dict[str, Any] = {
     # A WebSocket whose unsent bytes (written by the server, not yet taken by the client's TCP
     # connection) pass this is closed with 1008; the client reconnects and catches up. 0: no limit.
     "WEBSOCKET_MAX_UNSENT_BYTES": 4 * 1024 * 1024,
+    # ... and is then given this many seconds to take what was queued and the close frame before
+    # its connection is dropped (autobahn's closing handshake timeout is 1 s: a client that read
+    # a megabyte slower than that, or a starved server, saw 1006 instead of 1008).
+    "WEBSOCKET_POLICY_CLOSE_DRAIN_SECONDS": 10.0,
     # Protocol-level pings a socket may send: this many a second, in bursts of up to
     # WEBSOCKET_PING_BURST (the size of REALTIME's frame budget); past it the socket is closed
     # with 1008. 0: no limit.

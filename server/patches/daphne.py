@@ -240,7 +240,12 @@ def direct_text_frames() -> None:
 
 def _close_for_policy(protocol, what: str) -> None:
     """Close ``protocol``'s socket with 1008 and drop what the application sends afterwards."""
+    from ..conf import server_setting
+
     protocol._closed_by_server = True
+    # autobahn's closeHandshakeTimeout is per connection (copied from the factory's options when it
+    # opened) and read when the close frame is sent: the client gets the time to drain the queue.
+    protocol.closeHandshakeTimeout = float(server_setting("WEBSOCKET_POLICY_CLOSE_DRAIN_SECONDS"))
     logger.warning("WebSocket %s closed with %d: %s", protocol.client_addr, POLICY_VIOLATION, what)
     protocol.sendCloseFrame(code=POLICY_VIOLATION, isReply=False)
 
@@ -261,7 +266,9 @@ def close_websockets_that_do_not_read() -> None:
     30 s. Before each frame the bytes still waiting in the transport are counted
     (server.patches.twisted.unsent_bytes); past the limit the frame is dropped and a close frame
     (1008) goes after what is queued. autobahn drops the connection, and with it the buffer, when
-    the client does not answer the close within its closeHandshakeTimeout (1 s). What the
+    the client does not answer the close within SERVER['WEBSOCKET_POLICY_CLOSE_DRAIN_SECONDS']
+    (autobahn's own closeHandshakeTimeout, 1 s, lost the 1008 of a client that drained a
+    megabyte more slowly than that, and of every client of a starved server). What the
     application sends after that close is dropped instead of raising in its ``send``: the
     application learns of the close from the ``websocket.disconnect`` that follows.
     """
