@@ -4,6 +4,8 @@ from django.db.models import Q
 from django.utils import timezone
 from rest_framework_api_key.models import AbstractAPIKey
 
+from .links import validate_link
+
 
 class NotificationQuerySet(models.QuerySet):
     def for_user(self, user_id: int) -> "NotificationQuerySet":
@@ -44,11 +46,26 @@ class Notification(models.Model):
     title = models.CharField(max_length=200)
     message = models.TextField(blank=True, default="")
     data = models.JSONField(default=dict, blank=True)
-    link = models.URLField(max_length=2048, blank=True, default="")
+    # An absolute http(s) URL or a path on the product's site ("/orders/5"): inbox/links.py.
+    link = models.CharField(max_length=2048, blank=True, default="", validators=[validate_link])
+    # Chosen by the sender, per recipient ("build-42"): a later send with the same key updates this
+    # row in place, and the sender may retract it by its key.
+    key = models.CharField(max_length=255, blank=True, default="", db_default="")
+    # Notifications with the same group ("post-17-likes") are listed as one entry when asked.
+    group = models.CharField(max_length=100, blank=True, default="", db_default="")
+    # Up to two buttons: [{"label", "url" | "callback"}]; a click records interacted_at.
+    actions = models.JSONField(default=list, blank=True, db_default=models.Value([], models.JSONField()))
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    seen_at = models.DateTimeField(null=True, blank=True)
+    archived_at = models.DateTimeField(null=True, blank=True)
+    interacted_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     read_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
+    # The recipient's change journal (inbox/journal.py): the sequence number of the last change to
+    # this row (its creation, a read, an update...). Resuming ``?since=<seq>`` replays every row
+    # whose ``seq`` is greater, and the tombstones of those deleted meanwhile, in ``seq`` order.
+    seq = models.BigIntegerField(default=0, db_default=0)
 
     objects = NotificationQuerySet.as_manager()
 
@@ -69,6 +86,14 @@ class Notification(models.Model):
             ),
             # Pending (undelivered) notifications, sent on connect without ?after=.
             models.Index(fields=["recipient", "id"], name="inbox_pending", condition=Q(delivered_at__isnull=True)),
+            # The change journal's replay: a user's rows changed after a sequence number.
+            models.Index(fields=["recipient", "seq"], name="inbox_recipient_seq"),
+            # A group's members, newest first.
+            models.Index(fields=["recipient", "group", "id"], name="inbox_recipient_group_id", condition=~Q(group="")),
+        ]
+        constraints = [
+            # One live notification per recipient and key.
+            models.UniqueConstraint(fields=["recipient", "key"], name="inbox_recipient_key", condition=~Q(key="")),
         ]
 
     def __str__(self) -> str:
@@ -299,3 +324,38 @@ class PushSubscription(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id}: {self.endpoint[:60]}"
+
+
+class Tombstone(models.Model):
+    """
+    A notification that is gone (deleted, retracted by its key, expired, purged), kept in its
+    recipient's change journal so a client that was away hears of it (``notification.deleted``).
+    """
+
+    class Reason(models.TextChoices):
+        DELETED = "deleted"
+        RETRACTED = "retracted"
+        EXPIRED = "expired"
+
+    id = models.BigAutoField(primary_key=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False)
+    notification_id = models.BigIntegerField()
+    seq = models.BigIntegerField()
+    reason = models.CharField(max_length=16, choices=Reason.choices, default=Reason.DELETED)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "seq"], name="inbox_tombstone_user_seq")]
+
+    def __str__(self) -> str:
+        return f"#{self.notification_id} {self.reason} (seq {self.seq})"
+
+
+class JournalFloor(models.Model):
+    """
+    The oldest point of a user's change journal that can still be replayed: tombstones at or below
+    ``seq`` were purged (retention), so a client resuming from before it is told to reset.
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    seq = models.BigIntegerField(default=0)
