@@ -1,5 +1,6 @@
 # Multi-stage build: wheels are built in the first stage; the runtime image has no compiler,
-# runs as a non-root user, and starts daphne (or the command given to docker run).
+# runs as a non-root user, and starts daphne with the fallbacks' worker beside it (scripts/serve.py),
+# or the command given to docker run.
 FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
@@ -20,6 +21,7 @@ COPY --chown=inbox:inbox notifications_site ./notifications_site
 COPY --chown=inbox:inbox inbox ./inbox
 COPY --chown=inbox:inbox realtime ./realtime
 COPY --chown=inbox:inbox server ./server
+COPY --chown=inbox:inbox scripts/serve.py ./scripts/serve.py
 # collectstatic needs a key to import settings; the real one comes from the environment at run time.
 RUN DJANGO_SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput --verbosity 0 \
     && chown -R inbox:inbox /app/staticfiles
@@ -30,7 +32,12 @@ HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request; ur
 # first operator and the first service key come from the bootstrap commands (README, Deployment):
 #   docker run -it ... python manage.py createsuperuser
 #   docker run ... python manage.py inbox_apikey create <name> --scopes send     # the key: last line, once
-# daphne serves everything. Other commands replace it: migrations as a separate step
+# One container is the whole deployment: daphne serves everything, and scripts/serve.py runs the
+# fallbacks' worker (manage.py inbox_worker: Web Push, e-mail) beside it; SIGTERM (docker stop) stops
+# both, a worker that exits is started again, daphne exiting ends the container. INBOX_WORKER=0 runs
+# daphne alone, for a deployment whose workers are containers of their own:
+#   docker run ... python manage.py inbox_worker
+# Other commands replace it: migrations as a separate step
 # (docker run ... python manage.py migrate), or the REST API's own processes behind a proxy that
 # routes /ws/ to daphne (README, Deployment):
 # docker run ... uvicorn --host 0.0.0.0 --port 8000 --proxy-headers --no-access-log --lifespan off \
@@ -39,4 +46,4 @@ HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request; ur
 # which the client writes. The application reads the proxy headers itself, trusting only what
 # INBOX_NUM_PROXIES proxies appended (the client address of the rate limits) and, behind one, the
 # proxy's X-Forwarded-Proto (DJANGO_SECURE_PROXY_SSL_HEADER): README, Deployment.
-CMD ["daphne", "--bind", "0.0.0.0", "--port", "8000", "notifications_site.asgi:application"]
+CMD ["python", "scripts/serve.py", "daphne", "--bind", "0.0.0.0", "--port", "8000", "notifications_site.asgi:application"]

@@ -28,11 +28,12 @@ from . import services
 from .api.throttles import AuthThrottle, PasswordChecksBusy, password_check_slot
 from .links import MAX_LENGTH as LINK_MAX_LENGTH, validate_link
 from .models import IdempotencyKey, Notification
+from .services import keys as feed_keys
 from .services.sending import notification_push_updated
 
 MAX_ID = 2**63 - 1
 # The fields an edit shows on the recipient's open pages (a notification.updated frame).
-SHOWN_FIELDS = frozenset({"title", "message", "link", "category", "data", "read_at", "expires_at", "sender"})
+SHOWN_FIELDS = frozenset({"title", "message", "link", "category", "data", "read_at", "expires_at", "sender", "key", "group", "actions"})
 LIST_TITLE_CHARS = 80
 
 
@@ -91,7 +92,8 @@ class NotificationForm(forms.ModelForm):
 
     class Meta:
         model = Notification
-        exclude = ["link"]
+        # seq: the change journal's number, set by the database and inbox/store/journal.py only.
+        exclude = ["link", "seq"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -103,6 +105,19 @@ class NotificationForm(forms.ModelForm):
             self.instance.link = cleaned["link"]
         return cleaned
 
+    # The feed's fields (issue 21) obey the send's rules (inbox/services/keys.py); blank is none.
+    def clean_key(self):
+        value = self.cleaned_data.get("key") or ""
+        return feed_keys.validate_key(value) if value else ""
+
+    def clean_group(self):
+        value = self.cleaned_data.get("group") or ""
+        return feed_keys.validate_group(value) if value else ""
+
+    def clean_actions(self):
+        value = self.cleaned_data.get("actions")
+        return feed_keys.validate_actions(value) if value else []
+
 
 @admin.register(Notification)
 class NotificationAdmin(IntegerSelectionMixin, admin.ModelAdmin):
@@ -110,11 +125,12 @@ class NotificationAdmin(IntegerSelectionMixin, admin.ModelAdmin):
     list_display = ("id", "recipient", "short_title", "category", "state", "created_at")
     list_display_links = ("id", "short_title")
     list_filter = (StateFilter, "category", "created_at")
-    search_fields = ("recipient__username", "title")
+    search_fields = ("recipient__username", "title", "=key", "=group")
     date_hierarchy = "created_at"
     raw_id_fields = ("recipient", "sender")
     list_select_related = ("recipient",)
-    readonly_fields = ("created_at", "delivered_at")
+    # The feed's states (issue 21) are the recipient's doing: shown, not edited here.
+    readonly_fields = ("created_at", "delivered_at", "seen_at", "archived_at", "interacted_at")
     ordering = ("-id",)
     paginator = BoundedCountPaginator
     show_full_result_count = False
@@ -221,3 +237,112 @@ def throttled_login(login_view):
 
 admin_login = throttled_login(admin.site.login)
 from . import admin_keys  # noqa: E402,F401
+
+
+# --- Preferences and the fallbacks (issue 20; inbox/preferences.py, inbox/fallback/) -------------
+from django.core.exceptions import ValidationError  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from .models import CategoryPreference, DeliveryProfile, FallbackDelivery, PushSubscription  # noqa: E402
+from .preferences import CHANNELS, is_critical, valid_time_zone  # noqa: E402
+
+
+class _BoundedChangelist:
+    """What every changelist here does on a large table (see the module's docstring)."""
+
+    paginator = BoundedCountPaginator
+    show_full_result_count = False
+
+
+class DeliveryProfileForm(forms.ModelForm):
+    class Meta:
+        model = DeliveryProfile
+        fields = ("user", "time_zone", "quiet_start", "quiet_end")
+
+    def clean(self):
+        data = super().clean()
+        if "time_zone" in data and not valid_time_zone(data["time_zone"]):
+            self.add_error("time_zone", 'An IANA time zone name, such as "Europe/Paris" or "UTC".')
+        start, end = data.get("quiet_start"), data.get("quiet_end")
+        if (start is None) != (end is None):
+            raise ValidationError("Quiet hours need both a start and an end (or neither).")
+        if start is not None and start == end:
+            raise ValidationError("Quiet hours start and end must differ (a window may wrap midnight: 22:00 to 07:00).")
+        return data
+
+
+@admin.register(DeliveryProfile)
+class DeliveryProfileAdmin(IntegerSelectionMixin, _BoundedChangelist, admin.ModelAdmin):
+    form = DeliveryProfileForm
+    list_display = ("user", "time_zone", "quiet_start", "quiet_end", "updated_at")
+    search_fields = ("user__username",)
+    raw_id_fields = ("user",)
+    list_select_related = ("user",)
+
+
+class CategoryPreferenceForm(forms.ModelForm):
+    class Meta:
+        model = CategoryPreference
+        fields = ("user", "category", *CHANNELS, "muted_until")
+
+    def clean(self):
+        data = super().clean()
+        category = data.get("category")
+        if category and is_critical(category):
+            muted = data.get("muted_until")
+            if any(data.get(c) is False for c in CHANNELS) or (muted is not None and muted > timezone.now()):
+                raise ValidationError(f"'{category}' is a critical category (INBOX[\"CRITICAL_CATEGORIES\"]): it cannot be turned off or muted.")
+        return data
+
+
+@admin.register(CategoryPreference)
+class CategoryPreferenceAdmin(IntegerSelectionMixin, _BoundedChangelist, admin.ModelAdmin):
+    form = CategoryPreferenceForm
+    list_display = ("user", "category", *CHANNELS, "muted_until", "updated_at")
+    list_filter = (*CHANNELS, "category")
+    search_fields = ("user__username", "category")
+    raw_id_fields = ("user",)
+    list_select_related = ("user",)
+
+
+@admin.register(FallbackDelivery)
+class FallbackDeliveryAdmin(IntegerSelectionMixin, _BoundedChangelist, admin.ModelAdmin):
+    """Read-only: the record of what each fallback sent, skipped or gave up on, written by the worker."""
+
+    list_display = ("notification_id", "recipient", "channel", "status", "reason", "attempts", "created_at", "sent_at")
+    list_display_links = ("notification_id",)
+    list_filter = ("channel", "status", "created_at")
+    search_fields = ("notification__recipient__username",)
+    list_select_related = ("notification__recipient",)
+
+    @admin.display(description="recipient", ordering="notification__recipient__username")
+    def recipient(self, obj) -> str:
+        return obj.notification.recipient.get_username()
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(PushSubscription)
+class PushSubscriptionAdmin(IntegerSelectionMixin, _BoundedChangelist, admin.ModelAdmin):
+    """A browser's subscription: made by the browser (POST /api/push-subscriptions/), viewed or removed here."""
+
+    list_display = ("id", "user", "push_service", "user_agent", "created_at", "last_success_at")
+    search_fields = ("user__username", "endpoint")
+    list_select_related = ("user",)
+    readonly_fields = ("user", "endpoint", "p256dh", "auth", "user_agent", "created_at", "last_success_at")
+
+    @admin.display(description="push service")
+    def push_service(self, obj) -> str:
+        from urllib.parse import urlsplit
+
+        return urlsplit(obj.endpoint).hostname or "?"
+
+    def has_add_permission(self, request) -> bool:
+        return False

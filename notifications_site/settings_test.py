@@ -25,3 +25,15 @@ if "pool" in DATABASES["default"].get("OPTIONS", {}):
 # Throttles are exercised by their own tests with their own rates.
 REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"send": "100000/s", "read": "100000/s", "auth": "100000/s"}}
 REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"] = ["inbox.api.renderers.FastJSONRenderer"]
+
+# The fallbacks' scheduler (inbox/fallback/) is left out of the in-process tests' delivery backends:
+# in the service it writes from a thread of its own, off the send path, which a test's transaction
+# cannot see or roll back. tests/fallback/ adds it back, writing in the caller's thread (in the
+# test's transaction); daphne processes started by tests run the service's settings, scheduler on.
+from .settings import INBOX  # noqa: E402
+
+INBOX = {
+    **INBOX,
+    "DELIVERY_BACKENDS": [b for b in INBOX["DELIVERY_BACKENDS"] if b != "inbox.fallback.FallbackScheduler"],
+    "FALLBACK_SCHEDULE_IN_BACKGROUND": False,
+}

@@ -38,19 +38,23 @@ class PushSubscriptionsView(APIView):
 
     @extend_schema(
         request=OpenApiTypes.OBJECT,
-        responses={201: OpenApiTypes.OBJECT, 400: OpenApiResponse(description="A bad field, named"), 503: OpenApiResponse(description="Web Push is not configured")},
+        responses={201: OpenApiTypes.OBJECT, 400: OpenApiResponse(description="A bad field, named"), 409: OpenApiResponse(description="Web Push is not configured on this server (code push_not_configured)")},
         summary="Store this browser's PushSubscription (subscription.toJSON())",
     )
     def post(self, request):
         if not push.configured():
-            return Response({"detail": "Web Push is not configured on this server."}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+            # A state of this server, not a failure: a client can tell it from GET ("configured") too.
+            return Response(
+                {"detail": "Web Push is not configured on this server.", "code": "push_not_configured"},
+                status=status.HTTP_409_CONFLICT,
+            )
         try:
             s = push_subscription_save(user=request.user, document=request.data, user_agent=request.META.get("HTTP_USER_AGENT", ""))
         except SubscriptionInvalid as e:
             raise ValidationError(e.errors) from None
         return Response(_subscription_json(s), status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=OpenApiTypes.OBJECT, responses={204: None, 404: None}, summary="Remove one of my subscriptions by endpoint")
+    @extend_schema(request=OpenApiTypes.OBJECT, responses={204: None, 400: OpenApiResponse(description="No endpoint given, or not a string"), 404: None}, summary="Remove one of my subscriptions by endpoint")
     def delete(self, request):
         endpoint = request.data.get("endpoint") if isinstance(request.data, dict) else None
         if not isinstance(endpoint, str):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import orjson
 import requests
 from django.core import signing
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from py_vapid import Vapid
 from pywebpush import WebPushException, webpush
@@ -91,12 +92,22 @@ def read_ack_token(token: object) -> tuple[object, int]:
     return value[0], value[1]
 
 
+def _ack_path() -> str:
+    try:
+        return reverse("inbox-push-ack")
+    except NoReverseMatch:
+        return "/push/ack/"
+
+
 def payload(notification: Notification) -> bytes:
     """What the service worker gets (inbox/static/inbox/inbox-sw.js): the notification, shortened, and its ack token."""
     return orjson.dumps(
         {
             "type": "notification.created",
             "ack": ack_token(notification),
+            # Where the ack goes: /push/ack/ on the service, under the host's prefix when a host
+            # project includes inbox.urls (inbox/static/inbox/inbox-sw.js).
+            "ack_url": _ack_path(),
             "notification": {
                 "id": notification.pk,
                 "title": notification.title,

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import close_old_connections, connection, transaction
+from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.utils import timezone
 
 from ..conf import inbox_setting
@@ -174,8 +174,12 @@ class _ScheduleWriter:
                 close_old_connections()
                 insert_tasks(schedule_entries(groups))
                 pause = 0.2
-            except Exception:
-                logger.exception("fallback schedule: the fallbacks of %d send(s) not inserted yet; trying again in %.1f s", len(groups), pause)
+            except Exception as exc:
+                # A database outage is expected weather, not a bug: one line, no traceback (the servers'
+                # logs stay free of them through a PostgreSQL restart, tests/hardening/).
+                log = logger.warning if isinstance(exc, DatabaseError) else logger.exception
+                log("fallback schedule: the fallbacks of %d send(s) not inserted yet (%s: %s); trying again in %.1f s",
+                    len(groups), type(exc).__name__, str(exc).strip()[:200], pause)
                 connection.close()
                 with self._cond:
                     self._groups[:0] = groups

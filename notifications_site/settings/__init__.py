@@ -10,12 +10,18 @@ Everything comes from the environment, with safe local defaults (cookiecutter-dj
 - ``DJANGO_DEBUG``: ``1``/``true`` for local development (the default), ``0``/``false`` in production.
 - ``DJANGO_ALLOWED_HOSTS``: comma-separated host names.
 
+- ``EMAIL_HOST``, ``EMAIL_PORT``, ... ``INBOX_VAPID_PRIVATE_KEY``, ``INBOX_PUBLIC_URL``: the fallbacks (``fallback``).
+
 ``base`` is Django and the database; ``api`` the REST framework; ``inbox``, ``realtime`` and ``server``
 the three parts' own dicts, each read through its part's accessor with documented defaults.
+``fallback`` (after ``inbox``, whose dict it extends) is the Web Push and e-mail fallbacks: the durable
+schedule (``TASKS``, django-tasks-db, run by ``python manage.py inbox_worker``), the SMTP server, the
+VAPID keys and the policy's delays (docs/fallbacks.md).
 """
 
 from .base import *  # noqa: F401,F403
 from .api import *  # noqa: F401,F403
 from .inbox import *  # noqa: F401,F403
+from .fallback import *  # noqa: F401,F403
 from .realtime import *  # noqa: F401,F403
 from .server import *  # noqa: F401,F403

@@ -1,7 +1,7 @@
 """
-Fixtures of the fallback tests: the schedule on django-tasks-db, the scheduler among the delivery
-backends (written in the caller's thread, so it is in the test's transaction), the project's URLs
-with the preferences and unsubscribe views, and a real SMTP server.
+Fixtures of the fallback tests: the scheduler among the delivery backends (the test settings leave
+it out), writing in the caller's thread so it is in the test's transaction, and a real SMTP server.
+The URLs and the task backend (django-tasks-db) are the project's.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from .support import SMTPServer
 
 @pytest.fixture(autouse=True)
 def fallback_settings(settings):
-    settings.ROOT_URLCONF = "tests.fallback.urls"
-    settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     settings.DEFAULT_FROM_EMAIL = "Inbox <inbox@example.com>"
     settings.INBOX = {

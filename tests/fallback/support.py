@@ -20,10 +20,10 @@ def send(recipients, *, title="Hello", category="general", **fields):
 
 
 def scheduled(task_name: str | None = None):
-    """The READY task rows (optionally of one task), soonest first."""
+    """The fallbacks' READY task rows (optionally of one task), soonest first (not the retention purge's)."""
     from django_tasks_db.models import DBTaskResult
 
-    qs = DBTaskResult.objects.filter(status="READY").order_by("run_after", "enqueued_at")
+    qs = DBTaskResult.objects.filter(status="READY", task_path__startswith="inbox.fallback.tasks.").order_by("run_after", "enqueued_at")
     if task_name:
         qs = qs.filter(task_path=f"inbox.fallback.tasks.{task_name}")
     return list(qs)
@@ -34,7 +34,11 @@ def time_passes(seconds: float) -> int:
     from django_tasks_db.models import DBTaskResult
 
     now = timezone.now()
-    return DBTaskResult.objects.filter(status="READY", run_after__lte=now + timedelta(seconds=seconds)).update(run_after=now)
+    return (
+        DBTaskResult.objects.filter(status="READY", task_path__startswith="inbox.fallback.tasks.")
+        .filter(run_after__lte=now + timedelta(seconds=seconds))
+        .update(run_after=now)
+    )
 
 
 def run_due() -> list[dict]:
@@ -43,7 +47,7 @@ def run_due() -> list[dict]:
 
     results = []
     while True:
-        row = DBTaskResult.objects.ready().first()
+        row = DBTaskResult.objects.ready().filter(task_path__startswith="inbox.fallback.tasks.").first()
         if row is None:
             return results
         row.claim("test-worker")

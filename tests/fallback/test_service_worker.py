@@ -38,7 +38,7 @@ def test_the_service_worker_shows_a_push_acks_it_and_tells_the_page(transactiona
     from inbox.fallback.push import payload
     from inbox.models import Notification
 
-    server = daphne_factory(env={"DJANGO_SETTINGS_MODULE": "tests.fallback.worker_settings", "INBOX_VAPID_PRIVATE_KEY": VAPID_KEY})
+    server = daphne_factory(env={"INBOX_VAPID_PRIVATE_KEY": VAPID_KEY})  # the service's settings and URLs
     dana = make_user("dana")
     n = send([dana], title="Deploy finished", link="/?from=push")[0]
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's loop in this thread (tests/browser/conftest.py)
@@ -78,3 +78,8 @@ def test_the_service_worker_shows_a_push_acks_it_and_tells_the_page(transactiona
             wait_for(lambda: Notification.objects.get(pk=n.pk).delivered_at is not None)
         finally:
             browser.close()
+            # The ORM calls made while Playwright's loop ran opened a connection of their own context:
+            # closed here, or PostgreSQL refuses to drop the test database at the end of the run.
+            from django.db import connections
+
+            connections.close_all()

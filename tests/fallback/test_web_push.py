@@ -218,10 +218,10 @@ def test_bad_subscription_json_is_a_400_that_names_the_field_and_stores_nothing(
     assert not PushSubscription.objects.exists()
 
 
-def test_without_vapid_keys_subscribing_is_a_503_and_no_push_is_attempted(make_user, client_for, settings):
+def test_without_vapid_keys_subscribing_is_a_409_and_no_push_is_attempted(make_user, client_for, settings):
     settings.INBOX = {**settings.INBOX, "VAPID_PRIVATE_KEY": "", "PUSH_SERVICE_HOSTS": ["127.0.0.1"]}
     user = make_user()
-    assert client_for(user, raise_exceptions=False).post(URL, _good(), format="json").status_code == 503
+    assert client_for(user, raise_exceptions=False).post(URL, _good(), format="json").status_code == 409
     assert client_for(user).get(URL).json()["vapid_public_key"] is None
     send([user])
     time_passes(30)

@@ -36,6 +36,8 @@ def _dockerfile_daphne_flags() -> list[str]:
     text = (ext.ROOT / "Dockerfile").read_text()
     (cmd,) = re.findall(r"^CMD (\[.*\])\s*$", text, re.M)
     args = json.loads(cmd)
+    if args[:2] == ["python", "scripts/serve.py"]:  # the supervisor that runs the fallbacks' worker beside daphne
+        args = args[2:]
     assert args[0] == "daphne" and args[-1] == "notifications_site.asgi:application", args
     flags, rest = [], args[1:-1]
     while rest:

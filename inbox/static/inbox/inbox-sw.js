@@ -1,6 +1,6 @@
 // The service worker of Inbox's Web Push (issue 20). A push arrives only when no open tab acked the
-// notification in time (inbox/fallback/): show it, ack it (POST /push/ack/ with the signed token the
-// push carries, as a socket would), tell open pages, and open its link on click.
+// notification in time (inbox/fallback/): show it, ack it (POST to the push's ack_url, /push/ack/, with the
+// signed token the push carries, as a socket would), tell open pages, and open its link on click.
 "use strict";
 
 self.addEventListener("install", () => self.skipWaiting());
@@ -24,7 +24,7 @@ self.addEventListener("push", (event) => {
       });
       if (data.ack) {
         try {
-          await fetch(new URL("/push/ack/", self.location.origin), {
+          await fetch(new URL(data.ack_url || "/push/ack/", self.location.origin), {
             method: "POST",
             headers: { "Content-Type": "application/json" },
             body: JSON.stringify({ ack: data.ack }),
