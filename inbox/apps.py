@@ -7,8 +7,10 @@ class InboxConfig(AppConfig):
     verbose_name = "Inbox"
 
     def ready(self) -> None:
-        from . import signals, trusted_issuers
+        from . import retention_settings, signals, trusted_issuers
 
         signals.connect()
         # A bad INBOX["TRUSTED_ISSUERS"] entry stops the process here, naming the entry, not at the first token.
         trusted_issuers.check_configuration()
+        # So does a bad retention setting (INBOX["RETENTION_DAYS"], the purge's keys).
+        retention_settings.check_configuration()

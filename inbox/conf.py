@@ -82,6 +82,22 @@ DEFAULTS: dict[str, Any] = {
     "PUSH_TTL_SECONDS": 24 * 3600,  # how long a push service keeps a push for a browser that is offline
     "PUSH_TIMEOUT_SECONDS": 10.0,
     "MAX_PUSH_SUBSCRIPTIONS": 20,  # per person (browsers and devices)
+    # --- Retention (inbox/services/retention.py, docs/feed.md#retention) ---
+    # Days a notification is kept after its creation: None keeps every one, a number applies to every
+    # category, a dict per category with "*" for the others ({"general": 30, "security": None, "*": 90}).
+    "RETENTION_DAYS": None,
+    # Tombstones (the change journal's deletions) older than this are purged; a client resuming from
+    # before them is told to reset (JournalFloor). None keeps them.
+    "JOURNAL_RETENTION_DAYS": 30,
+    # Rows per purge transaction (each its own short transaction), and the seconds between two purge
+    # rounds on the task worker (0: no periodic run; ``python manage.py inbox_purge`` still works).
+    "PURGE_BATCH_SIZE": 1_000,
+    "PURGE_EVERY_SECONDS": 60,
+    # A notification whose expires_at passed this long ago is deleted by the next round, and its
+    # open tabs told (notification.deleted, a tombstone with reason "expired").
+    "EXPIRED_GRACE_SECONDS": 0,
+    # The django-tasks backend alias the periodic purge is enqueued on.
+    "PURGE_TASK_BACKEND": "default",
 }
 
 

@@ -24,7 +24,8 @@ class NotificationsSent:
     One send: the same notification stored once per recipient, ``ids[i]`` for ``recipient_ids[i]``.
 
     ``template`` holds the fields the rows share (its ``id`` and ``recipient_id`` are unset);
-    ``unread`` is each recipient's unread count including the new row.
+    ``unread`` is each recipient's unread count including the new row. A new row's journal
+    number (``seq``) is its id (inbox/store/journal.py).
     """
 
     template: Notification
@@ -32,6 +33,8 @@ class NotificationsSent:
     recipient_ids: Sequence[int]
     unread: Mapping[int, int]
     sender_username: str | None
+    # A grouped send (issue 21): each recipient's count of the group's members after it.
+    group_counts: Mapping[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +56,7 @@ class NotificationsUpdated:
     Stored rows whose shown fields were edited (an operator in the admin changed a title, a
     message, a link, a category, the data or the read state): clients that list them show the new
     version in place. Not a new notification: nothing is counted again; ``unread`` is each
-    recipient's count after the edit.
+    recipient's count after the edit. Each row's ``seq`` is its step in its recipient's journal.
     """
 
     notifications: Sequence[Notification]
@@ -68,15 +71,18 @@ class NotificationsRead:
     ids: Sequence[int]
     read: bool
     unread: int
+    seq: int = 0  # the change's step in the user's journal (inbox/store/journal.py)
 
 
 @dataclass(frozen=True, slots=True)
 class NotificationsDeleted:
-    """Some of a user's notifications were deleted."""
+    """Some of a user's notifications were deleted (or retracted, or expired: ``reason``, a Tombstone.Reason)."""
 
     user_id: int
     ids: Sequence[int]
     unread: int
+    seq: int = 0  # the tombstones' step in the user's journal
+    reason: str = "deleted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +96,41 @@ class CredentialsRevoked:
     user_id: int
 
 
+@dataclass(frozen=True, slots=True)
+class NotificationsSeen:
+    """Some of a user's notifications were seen (shown in a list: the badge of unseen goes down)."""
+
+    user_id: int
+    ids: Sequence[int]
+    unseen: int
+    unread: int
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationsArchived:
+    """Some of a user's notifications were archived (``archived``) or taken out of the archive."""
+
+    user_id: int
+    ids: Sequence[int]
+    archived: bool
+    unread: int
+    unseen: int
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationInteracted:
+    """The user clicked one of a notification's actions (``action``: its index); it is read now."""
+
+    user_id: int
+    id: int
+    action: int
+    unread: int
+    seq: int = 0
+
+
 Event = Union[
-    NotificationsSent, NotificationsSaved, NotificationsUpdated, NotificationsRead, NotificationsDeleted, CredentialsRevoked
+    NotificationsSent, NotificationsSaved, NotificationsUpdated, NotificationsRead, NotificationsDeleted, CredentialsRevoked,
+    NotificationsSeen, NotificationsArchived, NotificationInteracted,
 ]

@@ -88,6 +88,8 @@ class Notification(models.Model):
             models.Index(fields=["recipient", "id"], name="inbox_pending", condition=Q(delivered_at__isnull=True)),
             # The change journal's replay: a user's rows changed after a sequence number.
             models.Index(fields=["recipient", "seq"], name="inbox_recipient_seq"),
+            # The retention purge's expiry sweep (inbox/services/retention.py): only rows that expire.
+            models.Index(fields=["expires_at"], name="inbox_expiry", condition=Q(expires_at__isnull=False)),
             # A group's members, newest first.
             models.Index(fields=["recipient", "group", "id"], name="inbox_recipient_group_id", condition=~Q(group="")),
         ]

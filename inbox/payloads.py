@@ -39,4 +39,11 @@ def notification_payload(n: Notification, *, sender_username: str | None = None)
         "read_at": isoformat(n.read_at),
         "expires_at": isoformat(n.expires_at),
         "state": n.state,
+        # The feed's fields (issue 21, docs/feed.md).
+        "key": n.key,
+        "group": n.group,
+        "actions": n.actions,
+        "seen_at": isoformat(n.seen_at),
+        "archived_at": isoformat(n.archived_at),
+        "interacted_at": isoformat(n.interacted_at),
     }

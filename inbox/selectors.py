@@ -19,10 +19,15 @@ User = get_user_model()
 
 
 def notification_list_for_user(
-    *, user, unread: bool | None = None, category: str | None = None, after: int | None = None
+    *, user, unread: bool | None = None, category: str | None = None, after: int | None = None, archived: bool | None = False
 ) -> QuerySet[Notification]:
-    """The user's unexpired notifications, newest first (oldest first with ``after``)."""
+    """
+    The user's unexpired notifications, newest first (oldest first with ``after``): those not
+    archived (``archived=True``: only the archived, None: both).
+    """
     qs = Notification.objects.for_user(user.pk).unexpired().select_related("sender")
+    if archived is not None:
+        qs = qs.filter(archived_at__isnull=not archived)
     if unread is True:
         qs = qs.filter(read_at__isnull=True)
     elif unread is False:
@@ -46,6 +51,11 @@ def notification_get_for_user(*, user, notification_id: int) -> Notification | N
 
 def notification_unread_count(*, user_id: int) -> int:
     return Notification.objects.for_user(user_id).unread().unexpired().count()
+
+
+def notification_unseen_count(*, user_id: int) -> int:
+    """Unseen and not archived (archiving sees a notification), unexpired: the badge of Knock's and Novu's kind."""
+    return Notification.objects.for_user(user_id).filter(seen_at__isnull=True, archived_at__isnull=True).unexpired().count()
 
 
 def notification_unread_counts(*, user_ids: Iterable[int], chunk: int = 2000) -> dict[int, int]:

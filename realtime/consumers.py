@@ -25,6 +25,7 @@ from django.db import InterfaceError, OperationalError
 from inbox import selectors, services
 from inbox.conf import inbox_setting
 from inbox.payloads import notification_payload
+from inbox.store import journal
 
 from . import protocol, publisher, watchdog
 from .auth import BEARER, DATABASE_UNAVAILABLE, still_valid
@@ -81,6 +82,8 @@ class NotificationConsumer(FastPathConsumerMixin, AsyncJsonWebsocketConsumer):
         self.token_exp = self.scope.get("token_exp")
         self.group = None
         self.high_water = 0
+        # The journal step a resume (``since``) replayed up to: live events at or below it were in the replay.
+        self.replayed_upto = 0
         # Timers, not sleeping tasks: a pending TimerHandle costs ~0.2 KB per socket, a task ~1.5 KB.
         self.timers: list[asyncio.TimerHandle] = []
         self.tasks: set[asyncio.Task] = set()
@@ -88,6 +91,7 @@ class NotificationConsumer(FastPathConsumerMixin, AsyncJsonWebsocketConsumer):
         self.bucket_at = time.monotonic()
         self.refused = 0
         self.sync_after = None  # the cursor of a sync waiting its turn (on_sync)
+        self.sync_since = None  # the same for a sync by journal step
         publisher.bind_loop()
 
         subprotocols = self.scope.get("subprotocols") or []
@@ -105,7 +109,7 @@ class NotificationConsumer(FastPathConsumerMixin, AsyncJsonWebsocketConsumer):
             return
 
         try:
-            after = self._after_from_query()
+            after, since = self._cursor_from_query()
         except FrameError as exc:
             await self.accept(subprotocol)
             await self.send_text(protocol.error_frame(exc.code, exc.detail))
@@ -146,6 +150,10 @@ class NotificationConsumer(FastPathConsumerMixin, AsyncJsonWebsocketConsumer):
         if self.token_exp is not None:
             self._call_later(self.token_exp - time.time(), self._close_for_expired_token)
         self._call_later(realtime_setting("GROUP_REFRESH_SECONDS"), self._refresh_group_membership)
+        if since is not None:
+            if not await self.replay(since):
+                await self.close(code=CLOSE_BAD_REQUEST)
+            return
         await self.catch_up(after)
 
     async def disconnect(self, code) -> None:
@@ -173,11 +181,12 @@ class NotificationConsumer(FastPathConsumerMixin, AsyncJsonWebsocketConsumer):
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def _after_from_query(self) -> int | None:
+    def _cursor_from_query(self) -> tuple[int | None, int | None]:
+        """``?after=<id>`` (new rows after it) and ``?since=<seq>`` (every change after it; wins over ``after``)."""
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
-        if "after" not in query:
-            return None
-        return protocol.parse_after_param(query["after"][0])
+        after = protocol.parse_after_param(query["after"][0]) if "after" in query else None
+        since = protocol.parse_after_param(query["since"][0], "since") if "since" in query else None
+        return after, since
 
     async def _close_for_expired_token(self) -> None:
         await self.close(code=CLOSE_UNAUTHORIZED)
@@ -206,7 +215,7 @@ class NotificationConsumer(FastPathConsumerMixin, AsyncJsonWebsocketConsumer):
         batch = inbox_setting("CATCHUP_BATCH")
         cap = inbox_setting("CATCHUP_MAX")
         pending = after is None
-        unread, newest = await self._catchup_state()
+        unread, newest, seq = await self._catchup_state()
         # Pending mode: everything up to the newest id is accounted for (sent now, or delivered
         # before), so the client resumes from there next time.
         upto = newest if pending else None
@@ -229,14 +238,75 @@ class NotificationConsumer(FastPathConsumerMixin, AsyncJsonWebsocketConsumer):
                 break
         self.high_water = max(self.high_water, last_id)
         if sent:
-            unread, _ = await self._catchup_state()
-        await self.send_text(protocol.sync_done_frame(last_id=last_id, unread=unread, more=more))
+            unread, _, _ = await self._catchup_state()
+        # ``seq``: the journal step read before the rows; a client that loaded its list before
+        # connecting resumes from it with ``since`` (docs/feed.md, "The change journal").
+        await self.send_text(protocol.sync_done_frame(last_id=last_id, unread=unread, more=more, seq=seq))
+
+    # --- Resume by journal step (issue 21; docs/feed.md, "The change journal") -------------------
+
+    async def replay(self, since: int) -> bool:
+        """
+        Send every change of the user after journal step ``since``, in journal order, each once
+        (a row as it is now, a removed row's tombstone), then ``sync.done`` with the step it
+        reached in ``seq``. Pages of INBOX['CATCHUP_BATCH']; past INBOX['CATCHUP_MAX'] it stops at
+        the end of a step, with ``more``. ``since`` below the journal's floor: ``sync.reset``.
+        ``since`` beyond the user's journal: an error frame ``invalid_since``, and False.
+        """
+        batch = inbox_setting("CATCHUP_BATCH")
+        cap = inbox_setting("CATCHUP_MAX")
+        floor, top, unread = await self._journal_state()
+        if since > top:
+            exc = protocol.beyond_journal(since, top)
+            await self.send_error(exc.code, exc.detail)
+            return False
+        if since < floor:
+            await self.send_text(protocol.sync_reset_frame(seq=top, floor=floor, unread=unread))
+            self.high_water = max(self.high_water, top)
+            self.replayed_upto = max(self.replayed_upto, top)
+            return True
+        cursor, sent, more, upto = (since, None), 0, False, None
+        while True:
+            page = await self._replay_page(since, cursor, batch, upto, unread)
+            for frame in page.frames:
+                await self.send_text(frame)
+            sent += page.count
+            if page.count:
+                cursor = page.last
+            if page.count < batch:
+                if upto is not None:
+                    more = await self._replay_has_more(cursor)
+                break
+            if sent >= cap and upto is None:
+                upto = cursor[0]  # finish this step (one step may span pages), then stop
+        done = cursor[0] if upto is not None else max(top, cursor[0])
+        self.high_water = max(self.high_water, done)
+        self.replayed_upto = max(self.replayed_upto, done)
+        if sent:
+            _, _, unread = await self._journal_state()
+        await self.send_text(protocol.sync_done_frame(last_id=done, unread=unread, more=more, seq=done))
+        return True
 
     @database_sync_to_async
-    def _catchup_state(self) -> tuple[int, int]:
+    def _journal_state(self) -> tuple[int, int, int]:
+        position = journal.position(self.user.pk)
+        return position.floor, position.top, selectors.notification_unread_count(user_id=self.user.pk)
+
+    @database_sync_to_async
+    def _replay_page(self, since, cursor, limit, upto, unread) -> "ReplayPage":
+        changes = journal.changes(self.user.pk, since=cursor[0], after_id=cursor[1], limit=limit, upto=upto)
+        return ReplayPage.of(changes, since=since, unread=unread)
+
+    @database_sync_to_async
+    def _replay_has_more(self, cursor) -> bool:
+        return bool(journal.changes(self.user.pk, since=cursor[0], after_id=cursor[1], limit=1))
+
+    @database_sync_to_async
+    def _catchup_state(self) -> tuple[int, int, int]:
         return (
             selectors.notification_unread_count(user_id=self.user.pk),
             selectors.notification_newest_id(user_id=self.user.pk),
+            journal.position(self.user.pk).top,
         )
 
     @database_sync_to_async
@@ -312,10 +382,21 @@ class NotificationConsumer(FastPathConsumerMixin, AsyncJsonWebsocketConsumer):
 
     async def on_sync(self, content) -> None:
         """
+        ``{"type": "sync", "since": N}`` replays the journal after N (``replay``); ``{"type":
+        "sync", "after": N}`` catches up the rows after id N, as before.
+
         Queue a catch-up behind what is queued now. Syncs that arrive before it runs are answered
         by the same one (from the smallest ``after``) and its one ``sync.done``: a client that
         repeats ``sync`` while a catch-up is in flight costs one catch-up, not one each.
         """
+        if "since" in content:
+            since = parse_id(content.get("since"), "since")
+            if self.sync_since is not None:
+                self.sync_since = min(self.sync_since, since)
+                return
+            self.sync_since = since
+            self.later(self._replay_now)
+            return
         after = parse_id(content.get("after"))
         waiting = self.sync_after
         if waiting is not None:
@@ -328,6 +409,11 @@ class NotificationConsumer(FastPathConsumerMixin, AsyncJsonWebsocketConsumer):
         after, self.sync_after = self.sync_after, None
         if after is not None:
             await self.catch_up(after)
+
+    async def _replay_now(self) -> None:
+        since, self.sync_since = self.sync_since, None
+        if since is not None:
+            await self.replay(since)
 
     async def on_ping(self, content) -> None:
         await self.send_text(protocol.pong_frame())
@@ -359,11 +445,15 @@ class NotificationConsumer(FastPathConsumerMixin, AsyncJsonWebsocketConsumer):
         if self._token_expired():
             await self.close(code=CLOSE_UNAUTHORIZED)
             return
+        if 0 < event.get("seq", 0) <= self.replayed_upto:
+            return  # the replay of a resume sent this change already (the row as it is now)
         await self.send_text(event["frame"] if "frame" in event else protocol.with_frame(event)["frame"])
 
     notification_deleted = notification_read
     # An edited notification (realtime.protocol.updated_message): every socket sends it, whatever its catch-up sent.
     notification_updated = notification_read
+    # The feed's states (issue 21): frames as rendered, skipped when the replay of a resume sent them.
+    notification_seen = notification_archived = notification_unarchived = notification_interacted = notification_read
 
     async def credentials_revoked(self, event) -> None:
         """The user's tokens were revoked (password changed, deactivated, deleted): the error frame, then 4401."""
@@ -387,3 +477,34 @@ class NotificationConsumer(FastPathConsumerMixin, AsyncJsonWebsocketConsumer):
 
     async def send_error(self, code: str, detail: str) -> None:
         await self.send_text(protocol.error_frame(code, detail))
+
+
+class ReplayPage:
+    """One page of a replay, rendered: its frames, how many changes, and the (seq, id) of the last."""
+
+    __slots__ = ("frames", "count", "last")
+
+    def __init__(self, frames: list[str], count: int, last: tuple[int, int]) -> None:
+        self.frames, self.count, self.last = frames, count, last
+
+    @classmethod
+    def of(cls, changes: list, *, since: int, unread: int) -> "ReplayPage":
+        frames: list[str] = []
+        gone: list[int] = []
+        gone_key = None
+        for change in changes:
+            if change.notification is None and gone_key == (change.seq, change.reason):
+                gone.append(change.id)
+                continue
+            if gone:
+                frames.append(protocol.replay_deleted_frame(ids=gone, seq=gone_key[0], reason=gone_key[1], unread=unread))
+                gone, gone_key = [], None
+            if change.notification is None:
+                gone, gone_key = [change.id], (change.seq, change.reason)
+            else:
+                payload = notification_payload(change.notification)
+                frames.append(protocol.replay_row_frame(payload, seq=change.seq, since=since, unread=unread))
+        if gone:
+            frames.append(protocol.replay_deleted_frame(ids=gone, seq=gone_key[0], reason=gone_key[1], unread=unread))
+        last = (changes[-1].seq, changes[-1].id) if changes else (since, None)
+        return cls(frames, len(changes), last)

@@ -9,6 +9,7 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 from inbox.events import (
     CredentialsRevoked, Event, NotificationsDeleted, NotificationsRead, NotificationsSaved, NotificationsSent, NotificationsUpdated,
+    NotificationInteracted, NotificationsArchived, NotificationsSeen,
 )
 from inbox.payloads import notification_payload
 
@@ -17,9 +18,8 @@ from . import protocol, publisher
 
 class WebSocketBackend(DeliveryBackend):
     def deliver(self, events: Sequence[Event]) -> None:
-        """Publish each domain event's channel-layer messages, one publish per event (in order)."""
-        for event in events:
-            publisher.publish(render(event))
+        """Publish the events' channel-layer messages, in order, in one publish (a purge hands 1,000 events at once)."""
+        publisher.publish([message for event in events for message in render(event)])
 
     def reach(self) -> str | None:
         """
@@ -47,18 +47,32 @@ def render(event: Event) -> list[publisher.Event]:
         if event.template.is_expired():
             return []
         payload = notification_payload(event.template, sender_username=event.sender_username)
+        if event.group_counts:
+            # A grouped send: each frame says its recipient's count of the group (rendered whole, per row).
+            counts, unread = event.group_counts, event.unread
+            return [
+                (rid, protocol.created_message({**payload, "id": nid, "recipient": rid}, unread.get(rid, 0), group_count=counts.get(rid, 0)))
+                for nid, rid in zip(event.ids, event.recipient_ids)
+            ]
         return protocol.sent_messages(payload, ids=event.ids, recipient_ids=event.recipient_ids, unread=event.unread)
     if kind is NotificationsRead:
-        return [(event.user_id, protocol.read_message(ids=event.ids, read=event.read, unread=event.unread))]
+        return [(event.user_id, protocol.read_message(ids=event.ids, read=event.read, unread=event.unread, seq=event.seq))]
     if kind is NotificationsDeleted:
-        return [(event.user_id, protocol.deleted_message(ids=event.ids, unread=event.unread))]
+        return [(event.user_id, protocol.deleted_message(ids=event.ids, unread=event.unread, seq=event.seq, reason=event.reason))]
+    if kind is NotificationsSeen:
+        return [(event.user_id, protocol.seen_message(ids=event.ids, unseen=event.unseen, unread=event.unread, seq=event.seq))]
+    if kind is NotificationsArchived:
+        message = protocol.archived_message(ids=event.ids, archived=event.archived, unread=event.unread, unseen=event.unseen, seq=event.seq)
+        return [(event.user_id, message)]
+    if kind is NotificationInteracted:
+        return [(event.user_id, protocol.interacted_message(id=event.id, action=event.action, unread=event.unread, seq=event.seq))]
     if kind is CredentialsRevoked:
         # Every open socket of the user, on every server process, closes with 4401.
         return [(event.user_id, protocol.credentials_revoked_message())]
     if kind is NotificationsUpdated:
         # Edited rows, one message each, sent by every socket of the recipient; expired ones are skipped.
         return [
-            (n.recipient_id, protocol.updated_message(notification_payload(n), event.unread.get(n.recipient_id, 0)))
+            (n.recipient_id, protocol.updated_message(notification_payload(n), event.unread.get(n.recipient_id, 0), n.seq))
             for n in event.notifications
             if not n.is_expired()
         ]

@@ -81,7 +81,8 @@ class FastPathConsumerMixin:
       thread (``aclose_old_connections``) for every message.
 
     The consumer provides ``group`` (None until it joined its group), ``high_water`` (the catch-up's
-    last id), ``closing`` and ``_token_expired()``.
+    last id), ``replayed_upto`` (the journal step a resume replayed up to), ``closing`` and
+    ``_token_expired()``.
     """
 
     async def __call__(self, scope, receive, send) -> None:
@@ -165,8 +166,14 @@ class FastPathConsumerMixin:
             if kind == protocol.NOTIFICATION_CREATED:
                 if event["id"] <= self.high_water and not event.get("resend"):
                     return True  # already sent by the catch-up
-            elif kind not in (protocol.NOTIFICATION_READ, protocol.NOTIFICATION_DELETED, protocol.NOTIFICATION_UPDATED):
+            elif kind not in (
+                protocol.NOTIFICATION_READ, protocol.NOTIFICATION_DELETED, protocol.NOTIFICATION_UPDATED,
+                protocol.NOTIFICATION_SEEN, protocol.NOTIFICATION_ARCHIVED, protocol.NOTIFICATION_UNARCHIVED,
+                protocol.NOTIFICATION_INTERACTED,
+            ):
                 return False
+            elif 0 < event.get("seq", 0) <= self.replayed_upto:
+                return True  # the replay of a resume sent this change already
         except Exception:
             return False  # the task handles it, and raises what it raises there
         sending = self.base_send({"type": "websocket.send", "text": event["frame"]})

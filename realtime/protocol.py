@@ -32,7 +32,15 @@ NOTIFICATION_READ = "notification.read"
 # nothing again. The frame carries the whole notification, like notification.created.
 NOTIFICATION_UPDATED = "notification.updated"
 NOTIFICATION_DELETED = "notification.deleted"
+# The feed's states (issue 21): seen (the unseen badge), archived / unarchived, an action clicked.
+NOTIFICATION_SEEN = "notification.seen"
+NOTIFICATION_ARCHIVED = "notification.archived"
+NOTIFICATION_UNARCHIVED = "notification.unarchived"
+NOTIFICATION_INTERACTED = "notification.interacted"
 SYNC_DONE = "sync.done"
+# A resume (``since``) from before the oldest point the user's journal can replay (retention purged
+# it, inbox.models.JournalFloor): the client reloads its list and resumes from ``seq``.
+SYNC_RESET = "sync.reset"
 # Channel-layer only: the user's tokens were revoked (inbox.events.CredentialsRevoked); each socket
 # sends its frame (an error ``credentials_revoked``) and closes with CLOSE_UNAUTHORIZED.
 CREDENTIALS_REVOKED = "credentials.revoked"
@@ -81,11 +89,16 @@ def parse_id(value, field: str = "after") -> int:
     return value
 
 
-def parse_after_param(raw: str) -> int:
-    """The ``after`` query parameter of the connect URL."""
+def parse_after_param(raw: str, field: str = "after") -> int:
+    """The ``after`` (or ``since``) query parameter of the connect URL."""
     if not raw.isdigit() or int(raw) > MAX_ID:
-        raise FrameError("invalid_after", f"'after' must be an integer between 0 and {MAX_ID}.")
+        raise FrameError(f"invalid_{field}", f"'{field}' must be an integer between 0 and {MAX_ID}.")
     return int(raw)
+
+
+def beyond_journal(since: int, top: int) -> FrameError:
+    """A ``since`` above every number the user's journal handed out: not a point this server gave."""
+    return FrameError("invalid_since", f"'since' is beyond this user's change journal (at {top}); reload and resume from sync.done's seq.")
 
 
 def parse_ids(content: dict) -> list[int]:
@@ -112,6 +125,10 @@ def parse_category(content: dict) -> str | None:
 
 # --- Server frames -------------------------------------------------------------------------------------
 #
+# Every frame about a change carries ``seq``, its step in the user's change journal (inbox/store/
+# journal.py): a client keeps the highest it saw and resumes with ``?since=<seq>``. A new
+# notification's step is its id.
+#
 # A live event travels through the channel layer as a message carrying the frame its sockets send,
 # rendered once where the event is made: the consumer checks what it must (``id``, ``resend``) and
 # sends ``frame`` as it is (bench/JOURNAL.md, finding 42).
@@ -127,7 +144,7 @@ def render(fields: Mapping[str, Any]) -> str:
 # shared fields rendered once (sent_messages), a catch-up row (catchup_frame, with ``catchup``).
 
 
-def created_message(payload: dict[str, Any], unread: int, *, resend: bool = False) -> dict[str, Any]:
+def created_message(payload: dict[str, Any], unread: int, *, resend: bool = False, group_count: int | None = None) -> dict[str, Any]:
     """
     The channel-layer message of one new notification for its recipient. ``resend`` marks a
     deliberate push of a stored notification (admin): sockets deliver it even when their catch-up
@@ -136,9 +153,13 @@ def created_message(payload: dict[str, Any], unread: int, *, resend: bool = Fals
     The frame of a resend says ``"resend": true``: the client shows it again instead of dropping
     an id it already has.
     """
-    fields = {"type": NOTIFICATION_CREATED, "notification": payload, "unread": unread}
+    fields = {"type": NOTIFICATION_CREATED, "notification": payload, "unread": unread, "seq": payload["id"]}
     if resend:
         fields["resend"] = True
+    if group_count is not None:
+        # A grouped send: which group grew, and its members now (the recipient's, archived ones left out).
+        fields["group"] = payload["group"]
+        fields["group_count"] = group_count
     message = {"type": NOTIFICATION_CREATED, "id": payload["id"], "frame": render(fields)}
     if resend:
         message["resend"] = True
@@ -160,17 +181,17 @@ def sent_messages(
     shared = render({k: v for k, v in payload.items() if k not in ("id", "recipient")})[1:-1]
     head = '{"type":"%s","notification":{"id":' % NOTIFICATION_CREATED
     return [
-        (rid, {"type": NOTIFICATION_CREATED, "id": nid, "frame": f'{head}{nid},"recipient":{rid},{shared}}},"unread":{unread.get(rid, 0)}}}'})
+        (rid, {"type": NOTIFICATION_CREATED, "id": nid, "frame": f'{head}{nid},"recipient":{rid},{shared}}},"unread":{unread.get(rid, 0)},"seq":{nid}}}'})
         for nid, rid in zip(ids, recipient_ids)
     ]
 
 
 def catchup_frame(payload: dict[str, Any], unread: int) -> str:
-    """A notification the client missed, sent by the catch-up."""
-    return render({"type": NOTIFICATION_CREATED, "notification": payload, "unread": unread, "catchup": True})
+    """A notification the client missed, sent by the catch-up (``after``): its creation's step."""
+    return render({"type": NOTIFICATION_CREATED, "notification": payload, "unread": unread, "seq": payload["id"], "catchup": True})
 
 
-def updated_message(payload: dict[str, Any], unread: int) -> dict[str, Any]:
+def updated_message(payload: dict[str, Any], unread: int, seq: int = 0) -> dict[str, Any]:
     """
     The channel-layer message of an edited notification for its recipient: every socket sends it
     (an edit is news even to a socket whose catch-up sent the old version).
@@ -178,18 +199,71 @@ def updated_message(payload: dict[str, Any], unread: int) -> dict[str, Any]:
     return {
         "type": NOTIFICATION_UPDATED,
         "id": payload["id"],
-        "frame": render({"type": NOTIFICATION_UPDATED, "notification": payload, "unread": unread}),
+        "seq": seq,
+        "frame": render({"type": NOTIFICATION_UPDATED, "notification": payload, "unread": unread, "seq": seq}),
     }
 
 
-def read_message(*, ids: Sequence[int], read: bool, unread: int) -> dict[str, Any]:
+def read_message(*, ids: Sequence[int], read: bool, unread: int, seq: int = 0) -> dict[str, Any]:
     """The channel-layer message of a change of read state (``read`` False: unread again)."""
-    return {"type": NOTIFICATION_READ, "frame": render({"type": NOTIFICATION_READ, "ids": ids, "read": read, "unread": unread})}
+    return {
+        "type": NOTIFICATION_READ,
+        "seq": seq,
+        "frame": render({"type": NOTIFICATION_READ, "ids": ids, "read": read, "unread": unread, "seq": seq}),
+    }
 
 
-def deleted_message(*, ids: Sequence[int], unread: int) -> dict[str, Any]:
-    """The channel-layer message of deleted notifications."""
-    return {"type": NOTIFICATION_DELETED, "frame": render({"type": NOTIFICATION_DELETED, "ids": ids, "unread": unread})}
+def deleted_message(*, ids: Sequence[int], unread: int, seq: int = 0, reason: str = "deleted") -> dict[str, Any]:
+    """The channel-layer message of deleted notifications (``reason``: deleted, retracted, expired)."""
+    return {
+        "type": NOTIFICATION_DELETED,
+        "seq": seq,
+        "frame": render({"type": NOTIFICATION_DELETED, "ids": ids, "unread": unread, "seq": seq, "reason": reason}),
+    }
+
+
+def seen_message(*, ids: Sequence[int], unseen: int, unread: int, seq: int = 0) -> dict[str, Any]:
+    """The channel-layer message of notifications seen (``unseen``: the user's unseen count after it)."""
+    return {
+        "type": NOTIFICATION_SEEN,
+        "seq": seq,
+        "frame": render({"type": NOTIFICATION_SEEN, "ids": ids, "unseen": unseen, "unread": unread, "seq": seq}),
+    }
+
+
+def archived_message(*, ids: Sequence[int], archived: bool, unread: int, unseen: int, seq: int = 0) -> dict[str, Any]:
+    """Notifications archived (out of the main list, read and seen) or unarchived (back in it)."""
+    kind = NOTIFICATION_ARCHIVED if archived else NOTIFICATION_UNARCHIVED
+    return {"type": kind, "seq": seq, "frame": render({"type": kind, "ids": ids, "unread": unread, "unseen": unseen, "seq": seq})}
+
+
+def interacted_message(*, id: int, action: int, unread: int, seq: int = 0) -> dict[str, Any]:
+    """An action of a notification was clicked: it is read (``read`` true, as in notification.read)."""
+    return {
+        "type": NOTIFICATION_INTERACTED,
+        "seq": seq,
+        "frame": render({"type": NOTIFICATION_INTERACTED, "id": id, "ids": [id], "action": action, "read": True, "unread": unread, "seq": seq}),
+    }
+
+
+# The replay of a resume (``since``): each change after it once, in journal order, marked ``replay``
+# (not news to show as a toast). A row the client cannot have had (its id, the step that created
+# it, is above ``since``) comes as notification.created, any other as notification.updated with the
+# whole notification as it is now; removed rows as notification.deleted with their reason.
+
+
+def replay_row_frame(payload: dict[str, Any], *, seq: int, since: int, unread: int) -> str:
+    kind = NOTIFICATION_CREATED if payload["id"] > since else NOTIFICATION_UPDATED
+    return render({"type": kind, "notification": payload, "unread": unread, "seq": seq, "replay": True})
+
+
+def replay_deleted_frame(*, ids: Sequence[int], seq: int, reason: str, unread: int) -> str:
+    return render({"type": NOTIFICATION_DELETED, "ids": ids, "unread": unread, "seq": seq, "reason": reason, "replay": True})
+
+
+def sync_reset_frame(*, seq: int, floor: int, unread: int) -> str:
+    """``since`` is older than the journal keeps (``floor``): reload the list, then resume from ``seq``."""
+    return render({"type": SYNC_RESET, "seq": seq, "floor": floor, "unread": unread})
 
 
 def credentials_revoked_message() -> dict[str, Any]:
@@ -200,9 +274,15 @@ def credentials_revoked_message() -> dict[str, Any]:
     }
 
 
-def sync_done_frame(*, last_id: int, unread: int, more: bool) -> str:
-    """The end of a catch-up: resume from ``last_id``; ``more`` asks the client to sync again."""
-    return render({"type": SYNC_DONE, "last_id": last_id, "unread": unread, "more": more})
+def sync_done_frame(*, last_id: int, unread: int, more: bool, seq: int | None = None) -> str:
+    """
+    The end of a catch-up: resume from ``last_id`` (``after``) or ``seq`` (``since``: every change
+    up to it was sent, or was in the list the client loaded); ``more`` asks the client to sync again.
+    """
+    fields = {"type": SYNC_DONE, "last_id": last_id, "unread": unread, "more": more}
+    if seq is not None:
+        fields["seq"] = seq
+    return render(fields)
 
 
 def error_frame(code: str, detail: str) -> str:

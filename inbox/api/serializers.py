@@ -20,6 +20,7 @@ from inbox.links import validate_link
 from inbox.models import Notification
 from inbox.payloads import notification_payload
 from inbox.selectors import user_resolve_recipients
+from inbox.services import keys as feed_keys
 from inbox.services.recipients import MAX_EMAIL_LENGTH, MAX_EXTERNAL_ID_LENGTH, MAX_NAME_LENGTH, ExternalRef
 
 MAX_ID = 2**63 - 1
@@ -36,6 +37,7 @@ class NotificationSerializer(serializers.ModelSerializer):
         fields = [
             "id", "recipient", "sender", "category", "title", "message", "data", "link",
             "created_at", "delivered_at", "read_at", "expires_at", "state",
+            "key", "group", "actions", "seen_at", "archived_at", "interacted_at",
         ]
         read_only_fields = fields
 
@@ -166,6 +168,30 @@ class NotificationSendSerializer(serializers.Serializer):
     # An http(s) URL or a path of the product's site ("/orders/5"): inbox/links.py says what is refused.
     link = serializers.CharField(max_length=2048, required=False, allow_blank=True, default="", validators=[validate_link])
     expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    # The feed's fields (issue 21, docs/feed.md "Keys, groups, states and actions").
+    key = serializers.CharField(
+        required=False, trim_whitespace=False, max_length=255,
+        help_text="Per recipient: a later send with the same key updates that notification in place ([A-Za-z0-9._:-], 1-255).",
+    )
+    group = serializers.CharField(
+        required=False, trim_whitespace=False, max_length=100,
+        help_text="Notifications of one group are listed as one entry with ?grouped=true ([A-Za-z0-9._:-], 1-100).",
+    )
+    actions = serializers.JSONField(
+        required=False, help_text='Up to two buttons: [{"label": <=40 chars, "url": a link} or {"label", "callback": a name}].'
+    )
+    mark_unread = serializers.BooleanField(
+        required=False, default=True, help_text="An update by key makes the notification unread again unless false."
+    )
+
+    def validate_key(self, value):
+        return feed_keys.validate_key(value)
+
+    def validate_group(self, value):
+        return feed_keys.validate_group(value)
+
+    def validate_actions(self, value):
+        return feed_keys.validate_actions(value)
 
     def validate_data(self, value):
         if not isinstance(value, dict):
@@ -237,10 +263,19 @@ class NotificationSendSerializer(serializers.Serializer):
             except services.InvalidExternalId as exc:
                 raise serializers.ValidationError({field: [str(exc)]}) from None
             users = _in_order(v["recipient_plan"], {u.external_id: u for u in found})
-        return {
+        fields = {
             "recipients": users,
             **{k: v[k] for k in ("title", "message", "category", "data", "link", "expires_at")},
         }
+        if self.has_feed_fields:
+            fields.update({k: v[k] for k in ("key", "group", "actions") if k in v}, mark_unread=v["mark_unread"])
+        return fields
+
+    @property
+    def has_feed_fields(self) -> bool:
+        """Whether the send has a key, a group or actions (then services.notification_send writes it)."""
+        v = self.validated_data
+        return bool(v.get("key") or v.get("group") or v.get("actions"))
 
 
 def _in_order(plan, external_users: dict) -> list:
@@ -278,6 +313,10 @@ def send_serializer(data) -> NotificationSendSerializer:
 class BulkSendResponseSerializer(serializers.Serializer):
     count = serializers.IntegerField()
     ids = serializers.ListField(child=serializers.IntegerField())
+    created = serializers.ListField(child=serializers.IntegerField(), required=False, help_text="With a key: the ids that are new.")
+    updated = serializers.ListField(
+        child=serializers.IntegerField(), required=False, help_text="With a key: the ids updated in place."
+    )
 
 
 class ReadAllSerializer(serializers.Serializer):
@@ -291,6 +330,8 @@ class ReadAllResponseSerializer(serializers.Serializer):
 
 class UnreadCountSerializer(serializers.Serializer):
     unread = serializers.IntegerField()
+    unseen = serializers.IntegerField(required=False, help_text="With ?count=unseen: unseen and not archived.")
+    count = serializers.IntegerField(required=False, help_text="With ?count=: the number asked for (the badge).")
 
 
 @extend_schema_field({"oneOf": [{"type": "integer"}, {"type": "string"}]})
@@ -350,3 +391,13 @@ class UserTokenRequestSerializer(serializers.Serializer):
 class UserTokenSerializer(serializers.Serializer):
     access = serializers.CharField(help_text="A JWT access token for the recipient (Authorization: Bearer, or the socket's token).")
     expires_at = serializers.DateTimeField()
+
+
+class NotificationGroupEntrySerializer(serializers.Serializer):
+    """One entry of ``GET /api/notifications/?grouped=true``: a group, or a notification of no group."""
+
+    group = serializers.CharField(allow_null=True, help_text="The group; null for a notification of no group.")
+    count = serializers.IntegerField(min_value=1)
+    unread_count = serializers.IntegerField(min_value=0)
+    actors = serializers.ListField(child=serializers.CharField(), help_text="The latest few actors, newest first.")
+    latest = NotificationSerializer(help_text="The group's newest notification.")

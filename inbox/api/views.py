@@ -30,11 +30,14 @@ from inbox import directory, selectors, services
 from inbox.conf import inbox_setting
 from inbox.models import ExternalRecipient, IdempotencyKey
 from inbox.payloads import notification_payload
+from inbox.services.sending import notification_send
 
 from .authentication import CheckedTokenRefreshSerializer, VersionedTokenObtainPairSerializer
+from . import feed
 from .keys import SEND, CanEraseRecipients, CanMintTokens, CanProvisionRecipients, ScopeOrPermission, request_key
 from .pagination import NotificationCursorPagination
 from .serializers import (
+    NotificationGroupEntrySerializer,
     BulkSendResponseSerializer,
     MeSerializer,
     NotificationSendSerializer,
@@ -116,6 +119,14 @@ LIST_PARAMETERS = [
     OpenApiParameter("page_size", OpenApiTypes.INT, description="1 to 200; default 50."),
 ]
 
+# The list's entries: notifications, or with ?grouped=true one entry per group.
+LIST_ENTRY = PolymorphicProxySerializer(
+    component_name="NotificationListEntry",
+    serializers=[NotificationSerializer, NotificationGroupEntrySerializer],
+    resource_type_field_name=None,
+    many=True,
+)
+
 SEND_RESPONSE = PolymorphicProxySerializer(
     component_name="SendResult",
     serializers=[NotificationSerializer, BulkSendResponseSerializer],
@@ -135,23 +146,29 @@ class NotificationListCreateView(GenericAPIView):
     def get_throttles(self):
         return [SendThrottle()] if self.request.method == "POST" else [ReadThrottle()]
 
-    def get_queryset(self):
+    def _category(self):
         category = self.request.query_params.get("category") or None
         if category is not None and (len(category) > 50 or not CATEGORY_RE.match(category)):
             # Categories are slugs (as on send and read-all); anything else, a NUL above all, would
             # reach PostgreSQL, which refuses NUL in text with an error (a 500).
             raise ValidationError({"category": ["A category is a slug of at most 50 letters, digits, '-' or '_'."]})
+        return category
+
+    def get_queryset(self):
         return selectors.notification_list_for_user(
             user=self.request.user,
             unread=_bool_param(self.request, "unread"),
-            category=category,
+            category=self._category(),
             after=_id_param(self.request, "after"),
+            archived=bool(_bool_param(self.request, "archived")),
         )
 
     # many=True: a GenericAPIView without ListModelMixin is otherwise documented as a single object,
     # without the cursor parameter and with an operationId that collides with the detail view.
-    @extend_schema(parameters=LIST_PARAMETERS, responses=NotificationSerializer(many=True), summary="List my notifications")
+    @extend_schema(parameters=LIST_PARAMETERS + feed.LIST_PARAMETERS, responses=LIST_ENTRY, summary="List my notifications")
     def get(self, request):
+        if _bool_param(request, "grouped"):
+            return feed.grouped_list(request, category=self._category())
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response([notification_payload(n) for n in page])
 
@@ -184,8 +201,16 @@ class NotificationListCreateView(GenericAPIView):
                 claim = services.idempotency_key_claim(sender=request.user, key=key, request_hash=request_hash)
                 if claim.replay:
                     return self._replay(claim.record, request_hash)
+            response_status, updated = status.HTTP_201_CREATED, None
             try:
-                created = services.notification_create(sender=request.user, **serializer.notification_fields())
+                if serializer.has_feed_fields:
+                    # A key, a group or actions: the feed's path (inbox/store/keyed.py); it says what a key updated.
+                    result = notification_send(sender=request.user, **serializer.notification_fields())
+                    created, updated = result.notifications, result.updated
+                    if v["single"] and updated:
+                        response_status = status.HTTP_200_OK  # updated in place by its key
+                else:
+                    created = services.notification_create(sender=request.user, **serializer.notification_fields())
             except services.UnknownRecipients as exc:
                 # Deactivated or deleted since this process last looked them up (inbox/directory.py).
                 field = "recipient" if v["single"] else "recipients"
@@ -196,9 +221,12 @@ class NotificationListCreateView(GenericAPIView):
                 body = notification_payload(created[0], sender_username=request.user.username)
             else:
                 body = {"count": len(created), "ids": [n.id for n in created]}
+                if "key" in v:
+                    body["created"] = sorted(set(result.created))
+                    body["updated"] = updated
             if claim is not None:
-                services.idempotency_key_complete(record=claim.record, status=201, body=body)
-        return Response(body, status=status.HTTP_201_CREATED)
+                services.idempotency_key_complete(record=claim.record, status=response_status, body=body)
+        return Response(body, status=response_status)
 
     def _replay(self, record, request_hash):
         if record.request_hash != request_hash:
@@ -252,7 +280,7 @@ class NotificationReadAllView(ReadThrottled, APIView):
 class UnreadCountView(ReadThrottled, APIView):
     @extend_schema(responses={200: UnreadCountSerializer}, summary="How many of my notifications are unread")
     def get(self, request):
-        return Response({"unread": selectors.notification_unread_count(user_id=request.user.pk)})
+        return Response(feed.unread_count_body(request))
 
 
 class MeView(ReadThrottled, APIView):

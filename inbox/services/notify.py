@@ -68,12 +68,20 @@ def notify(
     expires_at: datetime | None = None,
     sender=None,
     idempotency_key: str | None = None,
+    key: str = "",
+    group: str = "",
+    actions: list | None = None,
+    mark_unread: bool = True,
 ):
     """
     Send one notification to ``recipient`` (returns the Notification) or to each of ``recipients``
     (returns the list, in their order, a recipient named twice getting one). A recipient is a user
     instance or a primary key of AUTH_USER_MODEL (an int, a UUID, a string). ``sender`` is a user
     instance or None.
+
+    ``key`` (per recipient: a later send with the same key updates that notification in place,
+    unread again unless ``mark_unread=False``), ``group`` and ``actions`` (up to two buttons) are
+    the REST send's (docs/feed.md, "Keys, groups, states and actions").
 
     Raises NotificationInvalid for a bad argument, UnknownRecipients when a recipient is not an
     active user, IdempotencyConflict for a key used before with another payload; in each case
@@ -87,10 +95,11 @@ def notify(
         errors.setdefault("sender", []).append("The sender is a user instance, or None.")
     if idempotency_key is not None and (not isinstance(idempotency_key, str) or not IDEMPOTENCY_KEY_RE.match(idempotency_key)):
         errors.setdefault("idempotency_key", []).append("1 to 255 printable ASCII characters.")
+    feed = _feed_fields(key=key, group=group, actions=actions, mark_unread=mark_unread, errors=errors)
     if errors:
         raise NotificationInvalid(errors)
 
-    fields = dict(title=title, message=message, category=category, data=data, link=link, expires_at=expires_at)
+    fields = dict(title=title, message=message, category=category, data=data, link=link, expires_at=expires_at, **feed)
     single = recipient is not None
     if idempotency_key is None:
         created = _create(refs, sender, fields)
@@ -194,6 +203,29 @@ def _primary_key(pk_field: models.Field, value):
     if isinstance(pk, str) and max_length and len(pk) > max_length:
         return None
     return pk
+
+
+def _feed_fields(*, key, group, actions, mark_unread, errors: dict) -> dict:
+    """``key``, ``group``, ``actions`` (issue 21) as the service takes them: {} for a send with none (the fast path)."""
+    from .keys import validate_actions, validate_group, validate_key
+
+    fields = {}
+    for name, value, check in (("key", key, validate_key), ("group", group, validate_group)):
+        if value != "":
+            try:
+                fields[name] = check(value)
+            except ValidationError as exc:
+                errors.setdefault(name, []).extend(exc.messages)
+    if actions:
+        try:
+            fields["actions"] = validate_actions(actions)
+        except ValidationError as exc:
+            errors.setdefault("actions", []).extend(exc.messages)
+    if not isinstance(mark_unread, bool):
+        errors.setdefault("mark_unread", []).append("True or False.")
+    elif fields and not mark_unread:
+        fields["mark_unread"] = False
+    return fields
 
 
 def _check_fields(*, title, message, category, data, link, expires_at, errors: dict) -> None:

@@ -14,6 +14,7 @@ from ..conf import inbox_setting
 from ..events import NotificationsRead
 from ..models import Notification
 from ..selectors import notification_unread_count
+from ..store import journal
 
 
 def _set_read(*, user_id: int, ids: Sequence[int] | None, read: bool, category: str | None = None) -> list[int]:
@@ -26,6 +27,7 @@ def _set_read(*, user_id: int, ids: Sequence[int] | None, read: bool, category: 
         qs = qs.filter(category=category)
     now = timezone.now()
     with transaction.atomic():
+        journal.hold([user_id])  # the user's journal lock before the rows' locks (store/journal.py)
         if read:
             changed = list(qs.filter(read_at__isnull=True).select_for_update().values_list("id", flat=True))
             # Read implies delivered: a notification someone read is no longer pending anywhere.
@@ -33,9 +35,11 @@ def _set_read(*, user_id: int, ids: Sequence[int] | None, read: bool, category: 
         else:
             changed = list(qs.filter(read_at__isnull=False).select_for_update().values_list("id", flat=True))
             Notification.objects.filter(pk__in=changed).update(read_at=None)
+        # A read is a step of the user's change journal; an ack (below) is not.
         if changed:
+            seq = journal.stamp(user_id, changed)
             unread = notification_unread_count(user_id=user_id)
-            delivery.publish_on_commit(NotificationsRead(user_id=user_id, ids=sorted(changed), read=read, unread=unread))
+            delivery.publish_on_commit(NotificationsRead(user_id=user_id, ids=sorted(changed), read=read, unread=unread, seq=seq))
     return sorted(changed)
 
 

@@ -5,7 +5,7 @@ Sending: store one notification per recipient (inbox.store) and announce it afte
 from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import transaction
 from django.utils import timezone
@@ -15,7 +15,8 @@ from ..events import NotificationsSaved, NotificationsSent, NotificationsUpdated
 from ..exceptions import UnknownRecipients
 from ..models import Notification
 from ..selectors import notification_unread_count, notification_unread_counts
-from ..store import InactiveRecipients, NewSend, insert_notifications
+from ..store import InactiveRecipients, NewSend, insert_notifications, journal
+from ..store.keyed import write_keyed
 
 
 def notification_create(
@@ -28,15 +29,27 @@ def notification_create(
     link: str = "",
     expires_at: datetime | None = None,
     sender=None,
+    key: str = "",
+    group: str = "",
+    actions: Sequence[dict] = (),
+    mark_unread: bool = True,
 ) -> list[Notification]:
     """
     Store one notification per recipient in one bulk write and push each to its recipient's
     open clients after commit. Returns the notifications in recipients order.
 
+    ``key``, ``group``, ``actions`` (issue 21): see ``notification_send``, which says also which
+    rows a key updated.
+
     Raises UnknownRecipients, and stores nothing, when a recipient is no longer an active user:
     recipients may come from a per-process cache (inbox/directory.py), and the database has the
     last word.
     """
+    if key or group or actions:
+        return notification_send(
+            recipients=recipients, title=title, message=message, category=category, data=data, link=link,
+            expires_at=expires_at, sender=sender, key=key, group=group, actions=actions, mark_unread=mark_unread,
+        ).notifications
     now = timezone.now()
     data = data if data is not None else {}
     recipient_ids = [u.pk for u in recipients]
@@ -51,6 +64,69 @@ def notification_create(
     for n in created:  # saved rows, as Model.from_db() marks them
         n._state.adding, n._state.db = False, "default"
     return created
+
+
+class SendResult(NamedTuple):
+    """A send's rows in recipients order, and which of them were new (``created``) or updated by the key."""
+
+    notifications: list[Notification]
+    created: list[int]
+    updated: list[int]
+
+
+def notification_send(
+    *,
+    recipients: Sequence,
+    title: str,
+    message: str = "",
+    category: str = "general",
+    data: dict[str, Any] | None = None,
+    link: str = "",
+    expires_at: datetime | None = None,
+    sender=None,
+    key: str = "",
+    group: str = "",
+    actions: Sequence[dict] = (),
+    mark_unread: bool = True,
+) -> SendResult:
+    """
+    ``notification_create`` that says which rows were created and which updated. With a ``key``
+    (per recipient), a recipient's row of that key is updated in place (unread, unseen and out of
+    the archive again unless ``mark_unread`` is False) and pushed as ``notification.updated``; new
+    rows are pushed as ``notification.created``, with their ``group``'s count when grouped. The
+    arguments are checked by the caller (the API's serializer, ``inbox.notify``).
+    """
+    if not (key or group or actions):
+        rows = notification_create(
+            recipients=recipients, title=title, message=message, category=category, data=data, link=link,
+            expires_at=expires_at, sender=sender,
+        )
+        return SendResult(rows, [n.id for n in rows], [])
+    now = timezone.now()
+    data = data if data is not None else {}
+    fields = dict(category=category, title=title, message=message, data=data, link=link, created_at=now, expires_at=expires_at)
+    send = NewSend(
+        recipient_ids=[u.pk for u in recipients], sender_id=sender.pk if sender is not None else None,
+        key=key, group=group, actions=tuple(actions), mark_unread=mark_unread, **fields,
+    )
+    try:
+        done = write_keyed(send)
+    except InactiveRecipients as exc:
+        raise UnknownRecipients([u for u in recipients if u.pk in exc.ids]) from None
+    found = Notification.objects.select_related("sender").in_bulk(set(done.ids))
+    rows = [found[i] for i in done.ids]
+    sender_username = sender.get_username() if sender is not None else None
+    if done.created:
+        template = Notification(sender=sender, key=key, group=group, actions=list(actions), **fields)
+        delivery.publish_on_commit(
+            NotificationsSent(
+                template=template, ids=[nid for _, nid in done.created], recipient_ids=[rid for rid, _ in done.created],
+                unread=done.unread, sender_username=sender_username, group_counts=done.group_counts or None,
+            )
+        )
+    if done.updated:
+        delivery.publish_on_commit(NotificationsUpdated(notifications=[found[i] for i in done.updated], unread=done.unread))
+    return SendResult(rows, [nid for _, nid in done.created], done.updated)
 
 
 def _announce(send: NewSend, ids: list[int], unread: dict[int, int]) -> None:
@@ -84,8 +160,11 @@ def _push_one(notification_id: int) -> None:
 def notification_push_updated(*, notification: Notification) -> None:
     """
     Show an edited notification (the admin's change form) in place on its recipient's open
-    clients, after commit. The row is read again then, so clients get what was committed.
+    clients, after commit. The row is read again then, so clients get what was committed. The
+    edit is a step of the recipient's change journal, taken in the edit's transaction.
     """
+    with transaction.atomic():
+        notification.seq = journal.stamp(notification.recipient_id, [notification.pk])
     transaction.on_commit(partial(_push_updated, notification.pk), robust=True)
 
 

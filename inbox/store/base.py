@@ -32,6 +32,12 @@ class NewSend(NamedTuple):
     created_at: datetime
     expires_at: datetime | None
     context: Any = None
+    # The feed's fields (issue 21, docs/feed.md): a send with any of them is written by
+    # store/keyed.py (``write_keyed``), never by the insert functions.
+    key: str = ""
+    group: str = ""
+    actions: tuple = ()
+    mark_unread: bool = True
 
 
 #: ``announce(send, ids, unread)``: called once per send after its rows are written, with the new

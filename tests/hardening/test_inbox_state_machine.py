@@ -1,12 +1,16 @@
 """
 A Hypothesis state machine drives one user's inbox through sends (to them and to someone else),
-reads and unreads over REST and the socket, read-all, deletes, acks, disconnects, reconnects with
-catch-up and sync frames, and checks after every step:
+reads and unreads over REST and the socket, read-all, deletes (the user's and an operator's), an
+operator's edits, acks, disconnects, reconnects with catch-up (``after``) or by the change journal
+(``since``), and a second client that goes away and resumes ``since`` its journal step, and checks
+after every step:
 
 - the unread count (REST, and the last count the socket carried) equals the rows in the database;
 - the client's view (id -> read, built only from frames, catch-up and the REST refresh a reconnecting
   client does for what it already holds) equals the database;
-- no notification arrives twice, none of someone else's arrives at all.
+- no notification arrives twice, none of someone else's arrives at all;
+- a resume by journal step replays each change once, in step order, and the away client's old list
+  with the replay applied equals the database, every field of every row.
 
 It runs the real consumer (notifications_site.asgi) through WebsocketCommunicator with the in-memory
 layer, on its own event loop, so each step is fast; the database is the real test database.
@@ -26,8 +30,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
 from rest_framework.test import APIClient
 
+from django.db import transaction
+
 from inbox import services
 from inbox.models import Notification
+from inbox.payloads import notification_payload
+from inbox.store import journal
 from realtime import publisher
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -39,7 +47,10 @@ TIMEOUT = 3
 class InboxMachine(RuleBasedStateMachine):
     user = other = sender = None  # set by the test
     token = ""
-    totals = {"steps": 0, "frames": 0, "sends": 0, "reconnects": 0, "duplicates": 0, "foreign": 0, "checks": 0}
+    totals = {
+        "steps": 0, "frames": 0, "sends": 0, "reconnects": 0, "duplicates": 0, "foreign": 0, "checks": 0,
+        "resumes": 0, "replayed": 0, "reconnects_since": 0,
+    }
 
     def __init__(self):
         super().__init__()
@@ -51,7 +62,10 @@ class InboxMachine(RuleBasedStateMachine):
         self.view: dict[int, bool] = {}  # id -> read, as the client knows it
         self.ever_received: set[int] = set()
         self.last_id = 0
+        self.seq: int | None = None  # the highest journal step the client saw (None before a sync.done)
         self.unread_seen: int | None = None
+        # The client that went away: its list (id -> the notification as it showed it) and its step.
+        self.away: tuple[dict[int, dict], int] | None = None
         self.rest = APIClient()
         self.rest.credentials(HTTP_AUTHORIZATION=f"Bearer {self.token}")
 
@@ -71,7 +85,14 @@ class InboxMachine(RuleBasedStateMachine):
         InboxMachine.totals["frames"] += 1
         kind = frame["type"]
         InboxMachine.totals[kind] = InboxMachine.totals.get(kind, 0) + 1
-        if kind == "notification.created":
+        if isinstance(frame.get("seq"), int) and not frame.get("catchup") and self.seq is not None:
+            self.seq = max(self.seq, frame["seq"])
+        if kind == "notification.updated":
+            n = frame["notification"]
+            self.view[n["id"]] = n["read_at"] is not None  # an edit, or a replayed row as it is now
+            self.ever_received.add(n["id"])
+            self.unread_seen = frame["unread"]
+        elif kind == "notification.created":
             n = frame["notification"]
             if n["recipient"] != self.user.pk:
                 InboxMachine.totals["foreign"] += 1
@@ -95,6 +116,8 @@ class InboxMachine(RuleBasedStateMachine):
         elif kind == "sync.done":
             self.last_id = max(self.last_id, frame["last_id"])
             self.unread_seen = frame["unread"]
+            assert frame["more"] is False
+            self.seq = max(self.seq or 0, frame["seq"])
         elif kind == "error":
             raise AssertionError(f"the server refused a well-formed frame: {frame}")
 
@@ -130,19 +153,26 @@ class InboxMachine(RuleBasedStateMachine):
         call = getattr(self.rest, method)
         return self.run(database_sync_to_async(lambda: call(path, body, format="json") if body is not None else call(path))())
 
-    def connect(self) -> None:
+    def socket(self, query: str) -> WebsocketCommunicator:
         from notifications_site.asgi import application
 
-        async def go():
-            self.ws = WebsocketCommunicator(
-                application, f"/ws/notifications/?after={self.last_id}", headers=[(b"origin", b"http://127.0.0.1")],
-                subprotocols=["bearer", self.token],
-            )
+        return WebsocketCommunicator(
+            application, f"/ws/notifications/?{query}", headers=[(b"origin", b"http://127.0.0.1")], subprotocols=["bearer", self.token]
+        )
+
+    def connect(self, *, by_seq: bool = False) -> None:
+        async def go(query):
+            self.ws = self.socket(query)
             connected, _ = await self.ws.connect(TIMEOUT)
             assert connected
             await self.frames_until("sync.done")
 
-        self.run(go())
+        if by_seq and self.seq is not None:
+            # The journal replays every change since the client's step: no REST refresh needed.
+            InboxMachine.totals["reconnects_since"] += 1
+            self.run(go(f"since={self.seq}"))
+            return
+        self.run(go(f"after={self.last_id}"))
         # What catch-up cannot tell (older ones read or deleted meanwhile): refresh them over REST,
         # as the browser client does after a reconnect.
         for nid in list(self.view):
@@ -251,10 +281,85 @@ class InboxMachine(RuleBasedStateMachine):
         self.ws = None
 
     @precondition(lambda self: self.ws is None)
-    @rule()
-    def reconnect(self):
+    @rule(by_seq=st.booleans())
+    def reconnect(self, by_seq):
         InboxMachine.totals["reconnects"] += 1
-        self.connect()
+        self.connect(by_seq=by_seq)
+
+    @precondition(lambda self: self.has_own())
+    @rule(data=st.data())
+    def operator_edits(self, data):
+        """An operator changes a title in the admin: a step of the journal, pushed as notification.updated."""
+        nid = data.draw(st.sampled_from(sorted(self.db_rows())))
+
+        def edit():
+            with transaction.atomic():
+                n = Notification.objects.get(pk=nid)
+                n.title = f"edited {n.seq}"
+                n.save(update_fields=["title"])
+                services.notification_push_updated(notification=n)
+
+        self.run(database_sync_to_async(edit)())
+
+    @precondition(lambda self: self.has_own())
+    @rule(data=st.data())
+    def operator_deletes(self, data):
+        ids = set(data.draw(st.lists(st.sampled_from(sorted(self.db_rows())), min_size=1, max_size=2, unique=True)))
+        rows = list(Notification.objects.filter(pk__in=ids))
+        self.run(database_sync_to_async(services.notification_admin_delete)(notifications=rows))
+
+    # --- the client that goes away and resumes by journal step ------------------------------------
+
+    def db_payloads(self) -> dict[int, dict]:
+        rows = Notification.objects.for_user(self.user.pk).unexpired().select_related("sender").order_by("id")
+        return {n.id: notification_payload(n) for n in rows}
+
+    @precondition(lambda self: self.away is None)
+    @rule()
+    def second_client_goes_away(self):
+        # Its list as it showed it, and the step of its last sync.done (read the same instant).
+        self.away = (self.db_payloads(), journal.position(self.user.pk).top)
+
+    @precondition(lambda self: self.away is not None)
+    @rule(stay_away=st.booleans())
+    def second_client_resumes_since_its_step(self, stay_away):
+        shown, since = self.away
+
+        async def go():
+            ws = self.socket(f"since={since}")
+            connected, _ = await ws.connect(TIMEOUT)
+            assert connected
+            frames = []
+            while True:
+                frame = await ws.receive_json_from(TIMEOUT)
+                if frame["type"] == "sync.done":
+                    break
+                frames.append(frame)
+            await ws.disconnect()
+            return frames, frame
+
+        frames, done = self.run(go())
+        InboxMachine.totals["resumes"] += 1
+        InboxMachine.totals["replayed"] += len(frames)
+        seen: list[int] = []
+        view = dict(shown)
+        for frame in frames:
+            assert frame["replay"] is True and frame["seq"] > since, frame
+            if frame["type"] == "notification.deleted":
+                seen += frame["ids"]
+                for nid in frame["ids"]:
+                    view.pop(nid, None)
+            else:
+                n = frame["notification"]
+                assert (frame["type"] == "notification.created") == (n["id"] > since), frame
+                seen.append(n["id"])
+                view[n["id"]] = n
+        assert len(seen) == len(set(seen)), f"a change was replayed twice: {seen}"
+        steps = [f["seq"] for f in frames]
+        assert steps == sorted(steps), f"replayed out of order: {steps}"
+        assert dict(sorted(view.items())) == self.db_payloads(), "the resumed list differs from the database"
+        assert done["seq"] == journal.position(self.user.pk).top and done["more"] is False
+        self.away = (view, done["seq"]) if stay_away else None
 
     @precondition(lambda self: self.ws is not None)
     @rule()
@@ -303,3 +408,4 @@ def test_the_inbox_state_machine_keeps_client_server_and_counts_in_step(make_use
     figures.update(**InboxMachine.totals)
     assert InboxMachine.totals["checks"] > 0 and InboxMachine.totals["reconnects"] > 0
     assert InboxMachine.totals.get("notification.created", 0) > 0 and InboxMachine.totals.get("notification.read", 0) > 0
+    assert InboxMachine.totals["resumes"] > 0 and InboxMachine.totals["replayed"] > 0 and InboxMachine.totals["reconnects_since"] > 0

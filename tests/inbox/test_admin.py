@@ -7,7 +7,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from inbox.models import IdempotencyKey, Notification
+from inbox.models import IdempotencyKey, Notification, Tombstone
 from tests.factories import make_notification, make_notifications, make_users
 
 CHANGELIST = "/admin/inbox/notification/"
@@ -17,6 +17,16 @@ CHANGELIST = "/admin/inbox/notification/"
 def admin_client_(client, staff_user):
     client.force_login(staff_user)
     return client
+
+
+def step(n: Notification) -> int:
+    """The row's step in its recipient's change journal now (inbox/store/journal.py)."""
+    return Notification.objects.get(pk=n.pk).seq
+
+
+def buried(n: Notification) -> int:
+    """The step of the deleted row's tombstone."""
+    return Tombstone.objects.get(notification_id=n.pk).seq
 
 
 def listed(response) -> list[int]:
@@ -157,8 +167,8 @@ def test_the_mark_read_action_marks_and_pushes_one_event_per_user(admin_client_,
     assert set(Notification.objects.filter(read_at__isnull=False).values_list("id", flat=True)) == {a1.id, a2.id, b1.id}
     assert sorted(pushed, key=lambda e: e[0]) == sorted(
         [
-            (alice.pk, {"type": "notification.read", "ids": [a1.id, a2.id], "read": True, "unread": 0}),
-            (bob.pk, {"type": "notification.read", "ids": [b1.id], "read": True, "unread": 1}),
+            (alice.pk, {"type": "notification.read", "ids": [a1.id, a2.id], "read": True, "unread": 0, "seq": step(a1)}),
+            (bob.pk, {"type": "notification.read", "ids": [b1.id], "read": True, "unread": 1, "seq": step(b1)}),
         ],
         key=lambda e: e[0],
     )
@@ -173,7 +183,7 @@ def test_the_mark_unread_action(admin_client_, alice, pushed, django_capture_on_
         _act(admin_client_, "mark_unread", [read.id, already_unread.id])
     read.refresh_from_db()
     assert read.read_at is None
-    assert pushed == [(alice.pk, {"type": "notification.read", "ids": [read.id], "read": False, "unread": 2})]
+    assert pushed == [(alice.pk, {"type": "notification.read", "ids": [read.id], "read": False, "unread": 2, "seq": step(read)})]
 
 
 def test_the_resend_action_pushes_each_unexpired_notification_again(admin_client_, alice, bob, pushed, django_capture_on_commit_callbacks):
@@ -370,8 +380,8 @@ def test_deleting_in_the_admin_tells_each_recipients_open_clients_once(admin_cli
     assert response.status_code == 302
     assert list(Notification.objects.values_list("id", flat=True)) == [kept.id]
     assert sorted(pushed, key=lambda e: e[0]) == [
-        (alice.pk, {"type": "notification.deleted", "ids": sorted([a1.id, a2.id]), "unread": 0}),
-        (bob.pk, {"type": "notification.deleted", "ids": [b1.id], "unread": 1}),
+        (alice.pk, {"type": "notification.deleted", "ids": sorted([a1.id, a2.id]), "unread": 0, "seq": buried(a1), "reason": "deleted"}),
+        (bob.pk, {"type": "notification.deleted", "ids": [b1.id], "unread": 1, "seq": buried(b1), "reason": "deleted"}),
     ]
 
 
@@ -381,7 +391,7 @@ def test_deleting_one_notification_from_its_admin_page_pushes_one_event(admin_cl
         response = admin_client_.post(f"{CHANGELIST}{n.id}/delete/", {"post": "yes"})
     assert response.status_code == 302
     assert not Notification.objects.filter(pk=n.id).exists()
-    assert pushed == [(alice.pk, {"type": "notification.deleted", "ids": [n.id], "unread": 0})]
+    assert pushed == [(alice.pk, {"type": "notification.deleted", "ids": [n.id], "unread": 0, "seq": buried(n), "reason": "deleted"})]
 
 
 # --- Bad input is a 4xx, never a 500 (PostgreSQL refuses NUL in text) --------------------------

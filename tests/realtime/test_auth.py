@@ -50,7 +50,7 @@ async def test_a_valid_token_in_the_query_string_is_accepted(ws, alice):
     assert sock.connected
     assert sock.subprotocol is None
     _, done = await sock.until_sync_done()
-    assert done == {"type": "sync.done", "last_id": 0, "unread": 0, "more": False}
+    assert done == {"type": "sync.done", "last_id": 0, "unread": 0, "more": False, "seq": 0}
     assert await group_members(group_for_user(alice.pk)) != []
 
 

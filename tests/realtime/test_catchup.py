@@ -12,9 +12,15 @@ from django.utils import timezone
 from inbox import services
 from inbox.models import Notification
 from inbox.payloads import notification_payload
+from inbox.store import journal
 from realtime import protocol, publisher
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def journal_top(user) -> int:
+    """The user's newest step in the change journal: sync.done's ``seq`` (inbox/store/journal.py)."""
+    return (await database_sync_to_async(journal.position)(user.pk)).top
 
 
 def ids_of(frames: list[dict]) -> list[int]:
@@ -36,7 +42,7 @@ async def test_catch_up_after_an_id_sends_exactly_the_newer_ids_oldest_first(ws,
     assert all(f["notification"]["recipient"] == alice.pk for f in frames)
     # After an id, read and delivered notifications come too: the client asked for everything newer.
     assert frames[1]["notification"]["state"] == "read"
-    assert done == {"type": "sync.done", "last_id": ids[-1], "unread": 4, "more": False}
+    assert done == {"type": "sync.done", "last_id": ids[-1], "unread": 4, "more": False, "seq": await journal_top(alice)}
 
 
 async def test_catch_up_frames_carry_the_rest_payload(ws, send, alice, service_account):
@@ -52,7 +58,7 @@ async def test_catch_up_after_the_newest_id_sends_nothing_but_sync_done(ws, send
     sock = await ws(alice, after=ids[-1])
     frames, done = await sock.until_sync_done()
     assert frames == []
-    assert done == {"type": "sync.done", "last_id": ids[-1], "unread": 2, "more": False}
+    assert done == {"type": "sync.done", "last_id": ids[-1], "unread": 2, "more": False, "seq": ids[-1]}
 
 
 async def test_without_after_the_pending_notifications_are_sent_then_sync_done(ws, send, alice):
@@ -63,7 +69,7 @@ async def test_without_after_the_pending_notifications_are_sent_then_sync_done(w
     assert ids_of(frames) == [ids[1], ids[2]]
     assert all(f["catchup"] is True for f in frames)
     # Everything up to the newest id is accounted for: the client resumes from there.
-    assert done == {"type": "sync.done", "last_id": ids[3], "unread": 4, "more": False}
+    assert done == {"type": "sync.done", "last_id": ids[3], "unread": 4, "more": False, "seq": ids[3]}
 
 
 async def test_expired_notifications_are_left_out_of_both_catch_up_modes(ws, send, alice):
@@ -83,7 +89,7 @@ async def test_catch_up_pages_at_catchup_max_and_the_client_syncs_for_more(ws, s
     sock = await ws(alice, after=0)
     frames, done = await sock.until_sync_done()
     assert ids_of(frames) == ids[:3]
-    assert done == {"type": "sync.done", "last_id": ids[2], "unread": 7, "more": True}
+    assert done == {"type": "sync.done", "last_id": ids[2], "unread": 7, "more": True, "seq": ids[-1]}
 
     await sock.send_json_to({"type": "sync", "after": done["last_id"]})
     frames, done = await sock.until_sync_done()
@@ -93,7 +99,7 @@ async def test_catch_up_pages_at_catchup_max_and_the_client_syncs_for_more(ws, s
     await sock.send_json_to({"type": "sync", "after": done["last_id"]})
     frames, done = await sock.until_sync_done()
     assert ids_of(frames) == ids[6:]
-    assert done == {"type": "sync.done", "last_id": ids[6], "unread": 7, "more": False}
+    assert done == {"type": "sync.done", "last_id": ids[6], "unread": 7, "more": False, "seq": ids[-1]}
 
 
 async def test_exactly_catchup_max_notifications_do_not_ask_for_more(ws, send, alice, settings):

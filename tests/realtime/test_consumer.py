@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
 from inbox import services
-from inbox.models import Notification
+from inbox.models import Notification, Tombstone
 from realtime.publisher import group_for_user
 
 from .conftest import group_members
@@ -132,8 +132,9 @@ async def test_a_deleted_notification_is_announced_to_every_tab(connected, send,
     await tab1.frames(2)
     await tab2.frames(2)
     await database_sync_to_async(services.notification_delete)(user=alice, ids=[n.id])
+    step = (await database_sync_to_async(Tombstone.objects.get)(notification_id=n.id)).seq
     for tab in (tab1, tab2):
-        assert await tab.frame() == {"type": "notification.deleted", "ids": [n.id], "unread": 1}
+        assert await tab.frame() == {"type": "notification.deleted", "ids": [n.id], "unread": 1, "seq": step, "reason": "deleted"}
 
 
 async def test_an_admin_resend_reaches_a_socket_whose_catch_up_already_covered_the_notification(connected, send, alice):
@@ -156,8 +157,9 @@ async def test_a_read_frame_marks_read_and_reaches_the_other_tab(connected, send
     await tab1.frames(2)
     await tab2.frames(2)
     await tab1.send_json_to({"type": "read", "ids": [n1.id]})
-    expected = {"type": "notification.read", "ids": [n1.id], "read": True, "unread": 1}
-    assert await tab1.frame() == expected
+    frame = await tab1.frame()
+    expected = {"type": "notification.read", "ids": [n1.id], "read": True, "unread": 1, "seq": (await db_row(n1.id)).seq}
+    assert frame == expected
     assert await tab2.frame() == expected
     assert (await db_row(n1.id)).read_at is not None
     assert (await db_row(n2.id)).read_at is None
@@ -169,9 +171,11 @@ async def test_read_all_marks_every_notification_of_a_category_read(connected, s
     [social] = await send(alice, category="social")
     await sock.frames(2)
     await sock.send_json_to({"type": "read_all", "category": "billing"})
-    assert await sock.frame() == {"type": "notification.read", "ids": [billing.id], "read": True, "unread": 1}
+    frame = await sock.frame()
+    assert frame == {"type": "notification.read", "ids": [billing.id], "read": True, "unread": 1, "seq": (await db_row(billing.id)).seq}
     await sock.send_json_to({"type": "read_all"})
-    assert await sock.frame() == {"type": "notification.read", "ids": [social.id], "read": True, "unread": 0}
+    frame = await sock.frame()
+    assert frame == {"type": "notification.read", "ids": [social.id], "read": True, "unread": 0, "seq": (await db_row(social.id)).seq}
 
 
 async def test_a_user_cannot_read_another_users_notification_over_the_socket(connected, send, alice, bob):

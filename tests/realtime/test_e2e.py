@@ -31,7 +31,7 @@ async def test_a_rest_send_reaches_the_recipients_socket_and_no_one_else(daphne_
     server = await asyncio.to_thread(daphne_factory, redis_url=redis_url)
     alice_ws, done = await open_client(server, access_token_for(alice))
     assert alice_ws.subprotocol == "bearer"
-    assert done == {"type": "sync.done", "last_id": 0, "unread": 0, "more": False}
+    assert done == {"type": "sync.done", "last_id": 0, "unread": 0, "more": False, "seq": 0}
     bob_ws, _ = await open_client(server, access_token_for(bob), via="query")
     sender = RestClient(server.port, access_token_for(sender_user))
 
@@ -42,7 +42,7 @@ async def test_a_rest_send_reaches_the_recipients_socket_and_no_one_else(daphne_
         frame = await recv_json(alice_ws)
         latencies.append((time.perf_counter() - started) * 1000)
         assert status == 201
-        assert frame == {"type": "notification.created", "notification": body, "unread": i + 1}
+        assert frame == {"type": "notification.created", "notification": body, "unread": i + 1, "seq": body["id"]}
     with pytest.raises(asyncio.TimeoutError):
         await recv_json(bob_ws, timeout=0.3)
     sender.close()

@@ -34,8 +34,8 @@ async def test_two_daphne_processes_share_the_channel_layer(daphne_factory, redi
     via_a = RestClient(a.port, access_token_for(service_account))
     status, body = await asyncio.to_thread(via_a.post, "/api/notifications/", {"recipient": "alice", "title": "Through A"})
     assert status == 201
-    assert await recv_json(alice_on_b) == {"type": "notification.created", "notification": body, "unread": 1}
-    assert await recv_json(alice_on_a) == {"type": "notification.created", "notification": body, "unread": 1}
+    assert await recv_json(alice_on_b) == {"type": "notification.created", "notification": body, "unread": 1, "seq": body["id"]}
+    assert await recv_json(alice_on_a) == {"type": "notification.created", "notification": body, "unread": 1, "seq": body["id"]}
     with pytest.raises(asyncio.TimeoutError):
         await recv_json(bob_on_b, timeout=0.3)
 
@@ -50,8 +50,9 @@ async def test_two_daphne_processes_share_the_channel_layer(daphne_factory, redi
     # A read on a socket of B is announced to the tab on A.
     await alice_on_b.send(json.dumps({"type": "read", "ids": [body["id"]]}))
     expected = {"type": "notification.read", "ids": [body["id"]], "read": True, "unread": 1}
-    assert await recv_json(alice_on_a) == expected
-    assert await recv_json(alice_on_b) == expected
+    on_a = await recv_json(alice_on_a)
+    assert on_a == {**expected, "seq": on_a["seq"]} and on_a["seq"] > body["id"]  # the read's step in alice's journal
+    assert await recv_json(alice_on_b) == on_a
 
     via_a.close()
     via_b.close()
@@ -71,7 +72,7 @@ async def test_the_rest_api_on_uvicorn_reaches_the_sockets_held_by_daphne(daphne
     try:
         status, first = await asyncio.to_thread(client.post, "/api/notifications/", {"recipient": "alice", "title": "Via uvicorn"})
         assert status == 201
-        assert await recv_json(alice_ws) == {"type": "notification.created", "notification": first, "unread": 1}
+        assert await recv_json(alice_ws) == {"type": "notification.created", "notification": first, "unread": 1, "seq": first["id"]}
         status, bulk = await asyncio.to_thread(client.post, "/api/notifications/", {"recipients": ["bob", "alice"], "title": "Both"})
         assert status == 201
         assert (await recv_json(alice_ws))["notification"]["id"] == bulk["ids"][1]

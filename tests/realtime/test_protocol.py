@@ -63,21 +63,23 @@ def test_a_catch_up_frame_is_the_live_frame_marked_catchup():
 def test_a_stored_rows_message_carries_its_id_and_marks_a_resend():
     payload = {"id": 7, "recipient": 3}
     assert protocol.created_message(payload, 1) == {
-        "type": "notification.created", "id": 7, "frame": '{"type":"notification.created","notification":{"id":7,"recipient":3},"unread":1}'
+        "type": "notification.created", "id": 7, "frame": '{"type":"notification.created","notification":{"id":7,"recipient":3},"unread":1,"seq":7}'
     }
     assert protocol.created_message(payload, 1, resend=True)["resend"] is True
 
 
 def test_the_other_server_frames():
-    assert protocol.read_message(ids=[1, 2], read=False, unread=4) == {
-        "type": "notification.read", "frame": '{"type":"notification.read","ids":[1,2],"read":false,"unread":4}'
+    assert protocol.read_message(ids=[1, 2], read=False, unread=4, seq=11) == {
+        "type": "notification.read", "seq": 11, "frame": '{"type":"notification.read","ids":[1,2],"read":false,"unread":4,"seq":11}'
     }
-    assert protocol.deleted_message(ids=[5], unread=0) == {
-        "type": "notification.deleted", "frame": '{"type":"notification.deleted","ids":[5],"unread":0}'
+    assert protocol.deleted_message(ids=[5], unread=0, seq=12, reason="retracted") == {
+        "type": "notification.deleted", "seq": 12,
+        "frame": '{"type":"notification.deleted","ids":[5],"unread":0,"seq":12,"reason":"retracted"}',
     }
-    assert orjson.loads(protocol.sync_done_frame(last_id=9, unread=1, more=False)) == {
-        "type": "sync.done", "last_id": 9, "unread": 1, "more": False
+    assert orjson.loads(protocol.sync_done_frame(last_id=9, unread=1, more=False, seq=13)) == {
+        "type": "sync.done", "last_id": 9, "unread": 1, "more": False, "seq": 13
     }
+    assert orjson.loads(protocol.sync_reset_frame(seq=13, floor=10, unread=1)) == {"type": "sync.reset", "seq": 13, "floor": 10, "unread": 1}
     assert orjson.loads(protocol.error_frame("invalid_ids", "No.")) == {"type": "error", "code": "invalid_ids", "detail": "No."}
     assert orjson.loads(protocol.pong_frame()) == {"type": "pong"}
 

@@ -27,15 +27,15 @@ PAYLOAD = {"id": 7, "recipient": 3, "title": "After"}
 
 
 def test_an_updated_message_carries_the_whole_notification_and_the_count_as_it_is():
-    message = protocol.updated_message(PAYLOAD, 2)
+    message = protocol.updated_message(PAYLOAD, 2, 12)
     assert message["type"] == protocol.NOTIFICATION_UPDATED == "notification.updated"
-    assert message["id"] == 7
-    assert orjson.loads(message["frame"]) == {"type": "notification.updated", "notification": PAYLOAD, "unread": 2}
+    assert message["id"] == 7 and message["seq"] == 12
+    assert orjson.loads(message["frame"]) == {"type": "notification.updated", "notification": PAYLOAD, "unread": 2, "seq": 12}
 
 
 def test_a_resend_frame_says_so_and_a_first_send_does_not():
     assert orjson.loads(protocol.created_message(PAYLOAD, 1, resend=True)["frame"]) == {
-        "type": "notification.created", "notification": PAYLOAD, "unread": 1, "resend": True
+        "type": "notification.created", "notification": PAYLOAD, "unread": 1, "seq": 7, "resend": True
     }
     assert "resend" not in orjson.loads(protocol.created_message(PAYLOAD, 1)["frame"])
 
@@ -48,7 +48,7 @@ def test_the_backend_renders_an_edit_for_its_recipient_only(alice, bob):
     n = Notification.objects.create(recipient=alice, title="After")
     [(user_id, message)] = render(NotificationsUpdated(notifications=[n], unread={alice.pk: 1}))
     assert user_id == alice.pk
-    assert orjson.loads(message["frame"]) == {"type": "notification.updated", "notification": notification_payload(n), "unread": 1}
+    assert orjson.loads(message["frame"]) == {"type": "notification.updated", "notification": notification_payload(n), "unread": 1, "seq": n.seq}
 
 
 @pytest.mark.django_db

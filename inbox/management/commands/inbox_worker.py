@@ -4,7 +4,8 @@
 A thin name over the task library's own worker, so deployments and ``make run`` keep one command
 whatever library is underneath: today django-tasks-db's ``db_worker`` (every option of it works
 here: ``--interval``, ``--max-tasks``, ``--batch``, ``--worker-id``, ``--queue-name``). Run one or
-more per deployment beside the servers; SIGTERM lets the task in hand finish. Unlike ``db_worker``
+more per deployment beside the servers (``make run`` and the Docker image start one beside daphne
+through scripts/serve.py; docs/fallbacks.md); SIGTERM lets the task in hand finish. Unlike ``db_worker``
 it does not reload on code changes unless asked (``--reload``): a worker under a supervisor must be
 the process the supervisor signals.
 """
@@ -23,4 +24,8 @@ class Command(LibraryWorker):
 
     def handle(self, *args, **options) -> None:
         check_backend()
+        # The periodic retention purge: exactly one run waiting, whatever number of workers start.
+        from inbox.services import retention
+
+        retention.ensure_scheduled()
         super().handle(*args, **options)

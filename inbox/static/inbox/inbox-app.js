@@ -7,6 +7,7 @@
  */
 
 import { InboxClient } from "./inbox-client.js";
+import { mountPreferences } from "./inbox-preferences.js";
 
 const PAGE_SIZE = 20;
 const REFRESH_KEY = "inbox.refresh";
@@ -25,6 +26,8 @@ const state = {
   unread: 0,
   refreshing: null,
   generation: 0, // bumps on sign-out so late answers of a previous session are ignored
+  prefs: null, // the preferences panel (inbox-preferences.js)
+  groupCounts: new Map(), // group -> its count from the latest grouped frame (issue 21)
 };
 
 // --- API ------------------------------------------------------------------------------------
@@ -140,6 +143,7 @@ async function start() {
   $("username").textContent = me.username;
   $("send").hidden = !me.can_send;
   showInbox(true);
+  state.prefs.load().catch(() => {}); // the inbox works without its panel
   clearList();
   for (const n of page.results) upsert(n);
   setNext(page.next);
@@ -150,7 +154,8 @@ async function start() {
   const newest = page.results.length ? page.results[0].id : 0;
   const client = new InboxClient({ token: state.access, getToken: refreshAccess, after: newest });
   state.client = client;
-  client.on("notification", ({ notification, catchup, resend }) => {
+  client.on("notification", ({ notification, catchup, resend, groupCount }) => {
+    if (notification.group && Number.isInteger(groupCount)) state.groupCounts.set(notification.group, groupCount);
     const isNew = !state.items.has(notification.id);
     if (resend && !isNew) replaceItem(notification, { fresh: true }); // pushed again: shown again, as it is now
     else upsert(notification, { fresh: true });
@@ -173,16 +178,23 @@ async function start() {
     updateEmpty();
     if (Number.isInteger(unread)) setBadge(unread);
   });
+  client.on("archived", ({ ids, archived, unread }) => {
+    // Archived: out of the main list (an unarchived one comes back on the next load).
+    if (archived) ids.forEach(removeItem);
+    updateEmpty();
+    if (Number.isInteger(unread)) setBadge(unread);
+  });
   client.on("unread", ({ unread }) => setBadge(unread));
   client.on("status", showStatus);
   let connections = 0;
-  client.on("synced", ({ caughtUp, unread }) => {
+  client.on("reset", () => reloadList(generation).catch(() => {})); // the journal cannot replay that far back
+  client.on("synced", ({ caughtUp, unread, resumed }) => {
     if (Number.isInteger(unread)) setBadge(unread);
     if (caughtUp === 1) toast(newestItemData());
     else if (caughtUp > 1) toast({ title: `${caughtUp} new notifications`, message: "They arrived while you were away.", category: "inbox" });
-    // Catch-up brings new notifications, not what changed meanwhile on older ones (read in
-    // another tab, deleted): refresh those from the API after a reconnect.
-    if (++connections > 1) refreshListed(generation).catch(() => {});
+    // A resume by journal step (resumed) replayed every change; a catch-up by id brings new
+    // notifications only, not what changed on older ones: refresh those from the API.
+    if (++connections > 1 && !resumed) refreshListed(generation).catch(() => {});
   });
   client.connect();
   // Ack what the first page shows; the socket sends them once it is up.
@@ -197,6 +209,7 @@ function signOut(message) {
   state.me = null;
   saveRefresh(null);
   clearList();
+  state.prefs.reset();
   setBadge(0);
   showStatus({ status: "closed" });
   showInbox(false);
@@ -240,7 +253,31 @@ function upsert(n, { fresh = false } = {}) {
     }
   }
   list.insertBefore(li, before);
+  if (n.group) collapseGroup(n.group);
   return li;
+}
+
+/** One entry per group: its newest listed member, "Ana and 12 others ..."; the others hidden. */
+function collapseGroup(group) {
+  const members = [...state.items.values()].filter((li) => li._data && li._data.group === group);
+  if (!members.length) return;
+  members.sort((a, b) => b._data.id - a._data.id);
+  const actors = [];
+  for (const li of members) {
+    const a = (li._data.data && typeof li._data.data.actor === "string" && li._data.data.actor) || li._data.sender;
+    if (a && !actors.includes(a)) actors.push(a);
+  }
+  const count = Math.max(members.length, state.groupCounts.get(group) || 0);
+  members.forEach((li, i) => {
+    li.hidden = i > 0;
+    const old = li.querySelector(".group-summary");
+    if (old) old.remove();
+  });
+  if (count > 1 && actors.length) {
+    const others = count - 1;
+    const text = `${actors[0]} and ${others} other${others === 1 ? "" : "s"}`;
+    members[0].querySelector(".body").prepend(el("p", { className: "group-summary", textContent: text }));
+  }
 }
 
 /** Show the current version of a listed notification in its place; false when it is not listed. */
@@ -251,6 +288,7 @@ function replaceItem(n, { fresh = false } = {}) {
   if (fresh || old.classList.contains("fresh")) li.classList.add("fresh");
   old.replaceWith(li);
   state.items.set(n.id, li);
+  if (n.group) collapseGroup(n.group);
   return true;
 }
 
@@ -279,6 +317,17 @@ function renderItem(n) {
     a.title = href;
     body.append(a);
   }
+  (Array.isArray(n.actions) ? n.actions : []).forEach((action, index) => {
+    // Up to two buttons: the click is recorded (read, interacted_at), then a link opens.
+    const button = el("button", { type: "button", className: "action", textContent: action.label });
+    button.addEventListener("click", (event) => {
+      event.stopPropagation();
+      api(`/api/notifications/${n.id}/interact/`, { method: "POST", body: { action: index } }).catch(reportError);
+      const target = safeLink(action.url);
+      if (target) window.open(target, "_blank", "noopener");
+    });
+    body.append(button);
+  });
   li.append(dot, body);
   applyRead(li, Boolean(n.read_at));
   return li;
@@ -301,6 +350,7 @@ function removeItem(id) {
   const li = state.items.get(id);
   if (li) li.remove();
   state.items.delete(id);
+  if (li && li._data && li._data.group) collapseGroup(li._data.group);
 }
 
 function updateEmpty() {
@@ -330,6 +380,16 @@ async function loadOlder() {
     button.disabled = false;
     button.textContent = "Load older";
   }
+}
+
+/** The first page again, from scratch (after a sync.reset: the journal could not replay our gap). */
+async function reloadList(generation) {
+  const page = await api(`/api/notifications/?page_size=${PAGE_SIZE}`);
+  if (generation !== state.generation) return;
+  clearList();
+  for (const n of page.results) upsert(n);
+  setNext(page.next);
+  updateEmpty();
 }
 
 /** Bring the read state of the listed notifications up to date, and drop deleted ones. */
@@ -403,6 +463,7 @@ function showStatus({ status, delay }) {
 
 function toast(n) {
   if (!n) return;
+  if (n.id && state.prefs.mutedInApp(n.category)) return; // muted in-app: listed and marked, not toasted
   const box = $("toasts");
   if (n.id) box.querySelector(`.toast[data-id="${Number(n.id)}"]`)?.remove(); // shown again: one toast
   while (box.children.length >= MAX_TOASTS) box.firstElementChild.remove();
@@ -547,6 +608,7 @@ function init() {
       button.disabled = false;
     }
   });
+  state.prefs = mountPreferences({ root: $("prefs"), api, getToken: async () => (await refreshAccess()) || state.access, list: $("list") });
   $("sign-out").addEventListener("click", () => signOut());
   $("mark-all").addEventListener("click", markAllRead);
   $("load-older").addEventListener("click", loadOlder);

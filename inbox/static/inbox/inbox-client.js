@@ -12,22 +12,25 @@
  *   on a 4401 close (token expired or invalid) it asks getToken() for a fresh one and reconnects;
  * - reconnects with exponential backoff and full jitter (longer after a 4429 rate limit, and after a
  *   4408: the user has the most sockets the server allows open in other tabs);
- * - resumes with ?after=<last id seen>, so what was sent while it was away arrives by catch-up;
+ * - resumes with ?since=<the highest journal step seen> (every change while it was away: new
+ *   notifications, reads, edits, deletions, replayed in order, each once), or before its first
+ *   sync.done with ?after=<last id seen> (new notifications only);
  * - drops duplicates by id (except a deliberate resend), acks (in batches) what it hands to you, keeps
  *   the unread count;
  * - pings every 25 s and drops a connection that stops answering.
  *
  * Events (listen with on(type, fn) or addEventListener(type, e => e.detail)):
- *   notification {notification, catchup, resend, unread}
+ *   notification {notification, catchup, resend, unread}   (catchup: also for a replayed one; not news to toast)
  *                                                    a notification not seen before, or one pushed again on
  *                                                    purpose (resend: true, an operator's Resend): show it again
  *   updated      {notification, unread}              a notification you may have was edited: replace it in place
  *                                                    (not a new one: count nothing)
  *   read         {ids, read, unread}                 notifications marked read (read: false = unread again)
- *   deleted      {ids, unread}                       notifications deleted
+ *   deleted      {ids, unread, reason}               notifications deleted (reason: deleted, retracted, expired)
+ *   reset        {seq, unread}                       the server cannot replay from our step (too old): reload the list
  *   unread       {unread}                            the unread count changed
  *   status       {status, attempt, delay, code}      connecting | open | reconnecting | closed | unauthorized
- *   synced       {lastId, unread, caughtUp}          a (re)connection has caught up
+ *   synced       {lastId, seq, unread, caughtUp, resumed}  a (re)connection has caught up (resumed: by journal step)
  *   error        {code, detail}                      an error frame from the server
  */
 
@@ -47,6 +50,13 @@ function defaultUrl() {
   if (typeof location === "undefined") return null;
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   return `${scheme}//${location.host}/ws/notifications/`;
+}
+
+function withParam(url, name, value) {
+  const u = new URL(url);
+  u.searchParams.delete("after");
+  u.searchParams.set(name, String(value));
+  return u.toString();
 }
 
 function withAfter(url, after) {
@@ -98,6 +108,8 @@ export class InboxClient extends EventTarget {
       }
     }
     this.lastId = Number.isSafeInteger(options.after) && options.after >= 0 ? options.after : this._loadLastId();
+    /** The highest step of the user's change journal seen (frames' seq); null until the first sync.done. */
+    this.seq = Number.isSafeInteger(options.since) && options.since >= 0 ? options.since : null;
     this.autoAck = options.autoAck !== false;
     this.minDelay = options.minDelay ?? 500;
     this.maxDelay = options.maxDelay ?? 30000;
@@ -216,7 +228,8 @@ export class InboxClient extends EventTarget {
     }
     let ws;
     try {
-      const url = this.lastId === null ? this.url : withAfter(this.url, this.lastId);
+      const url =
+        this.seq !== null ? withParam(this.url, "since", this.seq) : this.lastId === null ? this.url : withAfter(this.url, this.lastId);
       ws = new this._WebSocket(url, ["bearer", token]);
     } catch (err) {
       this._emit("error", { code: "connect_failed", detail: String(err) });
@@ -225,6 +238,7 @@ export class InboxClient extends EventTarget {
     }
     this._ws = ws;
     this._synced = false;
+    this._resumedBySeq = this.seq !== null;
     this._caughtUp = 0;
     ws.onmessage = (event) => this._onMessage(ws, event.data);
     ws.onclose = (event) => this._onClose(ws, event.code, event.reason);
@@ -259,7 +273,9 @@ export class InboxClient extends EventTarget {
     } else if (code === CLOSE_RATE_LIMITED || code === CLOSE_TOO_MANY_SOCKETS) {
       this._retry(Math.max(this.rateLimitDelay, this._backoff()), code);
     } else if (code === CLOSE_BAD_REQUEST) {
-      this._setLastId(null); // the server refused our ?after=: start from the pending ones
+      this._setLastId(null); // the server refused our ?after= or ?since=: start from the pending ones
+      if (this.seq !== null) this._emit("reset", { seq: null, unread: this.unread });
+      this.seq = null;
       this._retry(this._backoff(), code);
     } else {
       this._retry(wasSynced && this._attempt === 0 ? this._jitter(this.minDelay) : this._backoff(), code);
@@ -340,6 +356,8 @@ export class InboxClient extends EventTarget {
       return;
     }
     if (!frame || typeof frame.type !== "string") return;
+    // Journal steps arrive in order on one socket; an after= catch-up's rows do not move our step.
+    if (Number.isSafeInteger(frame.seq) && !frame.catchup && this.seq !== null && frame.seq > this.seq) this.seq = frame.seq;
     switch (frame.type) {
       case "notification.created":
         this._onCreated(frame);
@@ -355,8 +373,30 @@ export class InboxClient extends EventTarget {
         this._setUnread(frame.unread);
         break;
       case "notification.deleted":
-        this._emit("deleted", { ids: frame.ids || [], unread: frame.unread });
+        this._emit("deleted", { ids: frame.ids || [], unread: frame.unread, reason: frame.reason || "deleted" });
         this._setUnread(frame.unread);
+        break;
+      case "notification.seen":
+        this._emit("seen", { ids: frame.ids || [], unseen: frame.unseen, unread: frame.unread });
+        this._setUnread(frame.unread);
+        break;
+      case "notification.archived":
+      case "notification.unarchived":
+        this._emit("archived", { ids: frame.ids || [], archived: frame.type === "notification.archived", unread: frame.unread, unseen: frame.unseen });
+        this._setUnread(frame.unread);
+        break;
+      case "notification.interacted":
+        // A click on an action reads the notification: a read for the list, then the click itself.
+        this._emit("read", { ids: frame.ids || [], read: true, unread: frame.unread });
+        this._emit("interacted", { id: frame.id, action: frame.action, unread: frame.unread });
+        this._setUnread(frame.unread);
+        break;
+      case "sync.reset":
+        // Older than the journal keeps: reload the list, then resume from the step given.
+        this.seq = Number.isSafeInteger(frame.seq) ? frame.seq : null;
+        this._setUnread(frame.unread);
+        this._emit("reset", { seq: this.seq, unread: frame.unread });
+        this._onSyncDone(ws, { last_id: null, unread: frame.unread, more: false });
         break;
       case "sync.done":
         this._onSyncDone(ws, frame);
@@ -377,21 +417,24 @@ export class InboxClient extends EventTarget {
     const duplicate = this._seen.has(n.id) && !resend;
     if (!duplicate) this._remember(n.id);
     if (this.lastId === null || n.id > this.lastId) this._setLastId(n.id);
+    const catchup = !!(frame.catchup || frame.replay);
     if (!duplicate) {
-      if (frame.catchup) this._caughtUp += 1;
-      this._emit("notification", { notification: n, catchup: !!frame.catchup, resend, unread: frame.unread });
+      if (catchup) this._caughtUp += 1;
+      // A grouped send says its group's count now (group_count): "Ana and 12 others".
+      this._emit("notification", { notification: n, catchup, resend, unread: frame.unread, groupCount: frame.group_count });
       if (this.autoAck && !n.delivered_at) this.ack([n.id]);
     }
     // During a catch-up the count is the one at its start; sync.done brings the final one.
-    if (!frame.catchup) this._setUnread(frame.unread);
+    if (!catchup) this._setUnread(frame.unread);
   }
 
   _onSyncDone(ws, frame) {
     if (Number.isSafeInteger(frame.last_id) && (this.lastId === null || frame.last_id > this.lastId)) {
       this._setLastId(frame.last_id);
     }
+    if (Number.isSafeInteger(frame.seq) && (this.seq === null || frame.seq > this.seq)) this.seq = frame.seq;
     if (frame.more) {
-      ws.send(JSON.stringify({ type: "sync", after: frame.last_id }));
+      ws.send(JSON.stringify(Number.isSafeInteger(frame.seq) && this._resumedBySeq ? { type: "sync", since: frame.seq } : { type: "sync", after: frame.last_id }));
       return;
     }
     this._setUnread(frame.unread);
@@ -404,7 +447,7 @@ export class InboxClient extends EventTarget {
       this._setStatus("open");
       this._flushOutbox();
       this._flushAcks();
-      this._emit("synced", { lastId: this.lastId, unread: this.unread, caughtUp: this._caughtUp });
+      this._emit("synced", { lastId: this.lastId, seq: this.seq, unread: this.unread, caughtUp: this._caughtUp, resumed: this._resumedBySeq });
     }
   }
 

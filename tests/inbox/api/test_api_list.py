@@ -46,6 +46,13 @@ def test_a_listed_notification_has_every_field(alice_client, alice, service_acco
         "read_at": None,
         "expires_at": None,
         "state": "pending",
+        # The feed's fields (issue 21).
+        "key": "",
+        "group": "",
+        "actions": [],
+        "seen_at": None,
+        "archived_at": None,
+        "interacted_at": None,
     }
     assert item["created_at"].endswith("Z")
 

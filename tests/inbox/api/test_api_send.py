@@ -41,6 +41,8 @@ def test_a_sender_sends_to_one_recipient_by_username(sender_client, alice, servi
         "read_at": None,
         "expires_at": None,
         "state": "pending",
+        # The feed's fields (issue 21).
+        **{"key": "", "group": "", "actions": [], "seen_at": None, "archived_at": None, "interacted_at": None},
     }
     assert (n.recipient_id, n.sender_id, n.category, n.data) == (alice.pk, service_account.pk, "billing", {"invoice": 42, "lines": [1, 2]})
 

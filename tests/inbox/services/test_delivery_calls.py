@@ -12,9 +12,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from inbox import services
-from inbox.models import Notification
+from inbox.models import Notification, Tombstone
 from realtime import publisher
 from tests.factories import make_notification, make_notifications
+
+
+def step(n: Notification) -> int:
+    """The row's step in its recipient's change journal now (inbox/store/journal.py)."""
+    return Notification.objects.get(pk=n.pk).seq
 
 
 def test_a_single_send_pushes_one_created_event_to_the_recipient(sender_client, alice, pushed, django_capture_on_commit_callbacks):
@@ -89,7 +94,7 @@ def test_reading_pushes_one_read_event(alice_client, alice, pushed, django_captu
     make_notification(alice)
     with django_capture_on_commit_callbacks(execute=True):
         alice_client.post(f"/api/notifications/{n.id}/read/")
-    assert pushed == [(alice.pk, {"type": "notification.read", "ids": [n.id], "read": True, "unread": 1})]
+    assert pushed == [(alice.pk, {"type": "notification.read", "ids": [n.id], "read": True, "unread": 1, "seq": step(n)})]
 
 
 def test_reading_an_already_read_notification_pushes_nothing(alice_client, alice, pushed, django_capture_on_commit_callbacks):
@@ -104,7 +109,7 @@ def test_unreading_pushes_one_read_event_with_read_false(alice_client, alice, pu
     with django_capture_on_commit_callbacks(execute=True):
         alice_client.post(f"/api/notifications/{n.id}/unread/")
         alice_client.post(f"/api/notifications/{n.id}/unread/")
-    assert pushed == [(alice.pk, {"type": "notification.read", "ids": [n.id], "read": False, "unread": 1})]
+    assert pushed == [(alice.pk, {"type": "notification.read", "ids": [n.id], "read": False, "unread": 1, "seq": step(n)})]
 
 
 def test_read_all_pushes_one_event_with_every_changed_id(alice_client, alice, pushed, django_capture_on_commit_callbacks):
@@ -113,7 +118,7 @@ def test_read_all_pushes_one_event_with_every_changed_id(alice_client, alice, pu
     with django_capture_on_commit_callbacks(execute=True):
         alice_client.post("/api/notifications/read-all/")
         alice_client.post("/api/notifications/read-all/")
-    assert pushed == [(alice.pk, {"type": "notification.read", "ids": [n.id for n in created], "read": True, "unread": 0})]
+    assert pushed == [(alice.pk, {"type": "notification.read", "ids": [n.id for n in created], "read": True, "unread": 0, "seq": step(created[0])})]
 
 
 def test_read_all_of_a_category_pushes_only_its_ids(alice_client, alice, pushed, django_capture_on_commit_callbacks):
@@ -121,7 +126,7 @@ def test_read_all_of_a_category_pushes_only_its_ids(alice_client, alice, pushed,
     make_notification(alice, category="social")
     with django_capture_on_commit_callbacks(execute=True):
         alice_client.post("/api/notifications/read-all/", {"category": "billing"}, format="json")
-    assert pushed == [(alice.pk, {"type": "notification.read", "ids": [billing.id], "read": True, "unread": 1})]
+    assert pushed == [(alice.pk, {"type": "notification.read", "ids": [billing.id], "read": True, "unread": 1, "seq": step(billing)})]
 
 
 def test_deleting_pushes_one_deleted_event(alice_client, alice, pushed, django_capture_on_commit_callbacks):
@@ -129,7 +134,7 @@ def test_deleting_pushes_one_deleted_event(alice_client, alice, pushed, django_c
     make_notification(alice)
     with django_capture_on_commit_callbacks(execute=True):
         alice_client.delete(f"/api/notifications/{n.id}/")
-    assert pushed == [(alice.pk, {"type": "notification.deleted", "ids": [n.id], "unread": 1})]
+    assert pushed == [(alice.pk, {"type": "notification.deleted", "ids": [n.id], "unread": 1, "seq": Tombstone.objects.get(notification_id=n.id).seq, "reason": "deleted"})]
 
 
 def test_touching_another_users_notification_pushes_nothing(alice_client, bob, pushed, django_capture_on_commit_callbacks):

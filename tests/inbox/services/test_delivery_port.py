@@ -8,6 +8,7 @@ from django.db import transaction
 from inbox import delivery, services
 from inbox.delivery import locmem
 from inbox.events import NotificationsDeleted, NotificationsRead, NotificationsSent
+from inbox.models import Notification, Tombstone
 
 RECORDING = "inbox.delivery.locmem.RecordingBackend"
 
@@ -54,8 +55,10 @@ def test_reads_and_deletes_are_announced_with_the_new_unread_count(outbox, alice
         services.notification_mark_read(user=alice, ids=[first])
         services.notification_delete(user=alice, ids=[second])
     read, deleted = outbox[2], outbox[3]
-    assert read == NotificationsRead(user_id=alice.pk, ids=[first], read=True, unread=1)
-    assert deleted == NotificationsDeleted(user_id=alice.pk, ids=[second], unread=0)
+    # Each carries its step in alice's change journal (inbox/store/journal.py).
+    assert read == NotificationsRead(user_id=alice.pk, ids=[first], read=True, unread=1, seq=Notification.objects.get(pk=first).seq)
+    assert deleted == NotificationsDeleted(user_id=alice.pk, ids=[second], unread=0, seq=Tombstone.objects.get(notification_id=second).seq)
+    assert first < read.seq < deleted.seq
 
 
 def test_a_failing_backend_is_logged_and_the_others_still_get_the_event(settings, alice, caplog, django_capture_on_commit_callbacks):
