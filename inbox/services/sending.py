@@ -19,37 +19,20 @@ from ..store import InactiveRecipients, NewSend, insert_notifications, journal
 from ..store.keyed import write_keyed
 
 
-def notification_create(
-    *,
-    recipients: Sequence,
-    title: str,
-    message: str = "",
-    category: str = "general",
-    data: dict[str, Any] | None = None,
-    link: str = "",
-    expires_at: datetime | None = None,
-    sender=None,
-    key: str = "",
-    group: str = "",
-    actions: Sequence[dict] = (),
-    mark_unread: bool = True,
-) -> list[Notification]:
+def notification_create(**arguments) -> list[Notification]:
     """
-    Store one notification per recipient in one bulk write and push each to its recipient's
-    open clients after commit. Returns the notifications in recipients order.
-
-    ``key``, ``group``, ``actions`` (issue 21): see ``notification_send``, which says also which
-    rows a key updated.
+    Store one notification per recipient and push each to its recipient's open clients after
+    commit; ``notification_send``'s arguments. Returns the notifications in recipients order.
 
     Raises UnknownRecipients, and stores nothing, when a recipient is no longer an active user:
     recipients may come from a per-process cache (inbox/directory.py), and the database has the
     last word.
     """
-    if key or group or actions:
-        return notification_send(
-            recipients=recipients, title=title, message=message, category=category, data=data, link=link,
-            expires_at=expires_at, sender=sender, key=key, group=group, actions=actions, mark_unread=mark_unread,
-        ).notifications
+    return notification_send(**arguments).notifications
+
+
+def _create_unkeyed(*, recipients, title, message, category, data, link, expires_at, sender) -> list[Notification]:
+    """The fast path of a send with no key, group or actions: one bulk write (inbox.store)."""
     now = timezone.now()
     data = data if data is not None else {}
     recipient_ids = [u.pk for u in recipients]
@@ -97,7 +80,7 @@ def notification_send(
     arguments are checked by the caller (the API's serializer, ``inbox.notify``).
     """
     if not (key or group or actions):
-        rows = notification_create(
+        rows = _create_unkeyed(
             recipients=recipients, title=title, message=message, category=category, data=data, link=link,
             expires_at=expires_at, sender=sender,
         )

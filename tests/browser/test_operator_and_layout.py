@@ -135,13 +135,14 @@ def test_an_operators_edit_is_applied_in_place_on_an_open_page_without_counting_
     make_user("operator", is_staff=True, is_superuser=True)
     make_user("karl")
     karl = sign_in(pages.page(), server, "karl")
+    # Signed in first: the edit must land while the new notification's toast (5 s) still shows.
+    admin = admin_sign_in(pages.page(), server, "operator")
     billing = api(server, "billing")
     older = billing.send("karl", "Older one")
     sent = billing.send("karl", "Deploy of api v2.14 failed", message="3 checks failed")
     expect(item(karl, sent["id"])).to_be_visible(timeout=2000)
     expect(karl.locator("#badge")).to_have_text("2")
 
-    admin = admin_sign_in(pages.page(), server, "operator")
     admin.goto(f"{server.url}/admin/inbox/notification/{sent['id']}/change/")
     admin.fill("#id_title", "Deploy of api v2.14 finished")
     admin.fill("#id_message", "All checks passed on the second run")

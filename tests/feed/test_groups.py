@@ -20,16 +20,6 @@ SEND = "/api/notifications/"
 GROUPED = "/api/notifications/?grouped=true"
 
 
-@pytest.fixture
-def alice_api(alice, client_for):
-    return client_for(alice)
-
-
-@pytest.fixture
-def sender_api(service_account, client_for):
-    return client_for(service_account, raise_exceptions=False)
-
-
 def like(sender_api, actor, post=17, **body):
     r = sender_api.post(
         SEND, {"recipient": "alice", "title": f"{actor} liked your post", "group": f"post-{post}-likes", "data": {"actor": actor}, **body},

@@ -34,16 +34,6 @@ def key_client(service, *scopes) -> APIClient:
     return client
 
 
-@pytest.fixture
-def alice_api(alice, client_for):
-    return client_for(alice)
-
-
-@pytest.fixture
-def sender_api(service_account, client_for):
-    return client_for(service_account, raise_exceptions=False)
-
-
 # --- Update in place ----------------------------------------------------------------------------------
 
 

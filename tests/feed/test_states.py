@@ -20,16 +20,6 @@ SEND = "/api/notifications/"
 COUNT = "/api/notifications/unread-count/"
 
 
-@pytest.fixture
-def alice_api(alice, client_for):
-    return client_for(alice)
-
-
-@pytest.fixture
-def sender_api(service_account, client_for):
-    return client_for(service_account, raise_exceptions=False)
-
-
 # --- Seen -------------------------------------------------------------------------------------------------
 
 
