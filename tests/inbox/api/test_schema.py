@@ -45,11 +45,13 @@ def test_the_schema_documents_the_list_filters_and_the_idempotency_key(schema):
     assert "Idempotency-Key" in send_params
 
 
-def test_the_list_is_documented_as_a_cursor_page_of_notifications(schema):
+def test_the_list_is_documented_as_a_cursor_page_of_notifications_or_of_groups(schema):
     ok = schema["paths"]["/api/notifications/"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     page = schema["components"]["schemas"][ok["$ref"].rsplit("/", 1)[-1]]
     assert {"next", "previous", "results"} <= set(page["properties"])
-    assert page["properties"]["results"]["items"]["$ref"].endswith("/Notification")
+    entry = schema["components"]["schemas"][page["properties"]["results"]["items"]["$ref"].rsplit("/", 1)[-1]]
+    # A notification, or with ?grouped=true one entry per group.
+    assert sorted(one["$ref"].rsplit("/", 1)[-1] for one in entry["oneOf"]) == ["Notification", "NotificationGroupEntry"]
     operation_ids = [op["operationId"] for ops in schema["paths"].values() for op in ops.values() if isinstance(op, dict) and "operationId" in op]
     assert len(operation_ids) == len(set(operation_ids))
 
