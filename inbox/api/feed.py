@@ -23,6 +23,7 @@ from inbox.services import feed_state, groups
 from inbox.services import keys as feed_keys
 
 from .keys import request_key
+from .pagination import id_param as _int_param
 from .serializers import NotificationSerializer
 from .throttles import ReadThrottle, SendThrottle
 
@@ -39,13 +40,6 @@ LIST_PARAMETERS = [
 ]
 
 
-def _int_param(request, name):
-    raw = request.query_params.get(name)
-    if raw in (None, ""):
-        return None
-    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_ID:
-        raise ValidationError({name: [f"Must be an integer between 0 and {MAX_ID}."]})
-    return int(raw)
 
 
 def grouped_list(request, *, category):

@@ -1,4 +1,4 @@
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
 
 MAX_ID = 2**63 - 1
@@ -24,3 +24,13 @@ class NotificationCursorPagination(CursorPagination):
 
     def get_ordering(self, request, queryset, view):
         return ("id",) if request.query_params.get("after") not in (None, "") else ("-id",)
+
+
+def id_param(request, name):
+    """A query parameter that is an id or a position (0 to 2**63 - 1), None when absent; else a 400 naming it."""
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return None
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_ID:
+        raise ValidationError({name: [f"Must be an integer between 0 and {MAX_ID}."]})
+    return int(raw)

@@ -35,7 +35,7 @@ from inbox.services.sending import notification_send
 from .authentication import CheckedTokenRefreshSerializer, VersionedTokenObtainPairSerializer
 from . import feed
 from .keys import SEND, CanEraseRecipients, CanMintTokens, CanProvisionRecipients, ScopeOrPermission, request_key
-from .pagination import NotificationCursorPagination
+from .pagination import NotificationCursorPagination, id_param as _id_param
 from .serializers import (
     NotificationGroupEntrySerializer,
     BulkSendResponseSerializer,
@@ -90,13 +90,6 @@ def _bool_param(request, name):
     raise ValidationError({name: ["Must be true or false."]})
 
 
-def _id_param(request, name):
-    raw = request.query_params.get(name)
-    if raw in (None, ""):
-        return None
-    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_ID:
-        raise ValidationError({name: [f"Must be an integer between 0 and {MAX_ID}."]})
-    return int(raw)
 
 
 def _own_notification(request, pk):
