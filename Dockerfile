@@ -32,10 +32,11 @@ HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request; ur
 # first operator and the first service key come from the bootstrap commands (README, Deployment):
 #   docker run -it ... python manage.py createsuperuser
 #   docker run ... python manage.py inbox_apikey create <name> --scopes send     # the key: last line, once
-# One container is the whole deployment: daphne serves everything, and scripts/serve.py runs the
-# fallbacks' worker (manage.py inbox_worker: Web Push, e-mail) beside it; SIGTERM (docker stop) stops
-# both, a worker that exits is started again, daphne exiting ends the container. INBOX_WORKER=0 runs
-# daphne alone, for a deployment whose workers are containers of their own:
+# One container is the whole deployment: daphne serves everything, one process per CPU on port 8000
+# when REDIS_URL is set (INBOX_SERVER_PROCESSES; each its own SO_REUSEPORT socket), and scripts/serve.py
+# runs the fallbacks' worker (manage.py inbox_worker: Web Push, e-mail) beside them; SIGTERM (docker
+# stop) stops them all, a worker that exits is started again, a daphne exiting ends the container
+# (docs/deployment.md). INBOX_WORKER=0 runs daphne alone, for workers in containers of their own:
 #   docker run ... python manage.py inbox_worker
 # Other commands replace it: migrations as a separate step
 # (docker run ... python manage.py migrate), or the REST API's own processes behind a proxy that

@@ -191,11 +191,23 @@ class ServerProcess:
     def pid(self) -> int:
         return self.proc.pid
 
+    @property
+    def pids(self) -> list[int]:
+        """This process and, for scripts/serve.py, the daphne processes and the worker it supervises."""
+        if self.kind != "serve":
+            return [self.proc.pid]
+        try:
+            return [self.proc.pid, *(c.pid for c in psutil.Process(self.proc.pid).children(recursive=True))]
+        except psutil.Error:
+            return [self.proc.pid]
+
 
 @dataclass
 class Stack:
     """
-    N server processes behind distinct ports; clients spread sockets and requests over them.
+    N server processes behind distinct ports; clients spread sockets and requests over them. Kind
+    ``serve`` is the image's deployment instead: one scripts/serve.py on one port, running N daphne
+    processes on it (INBOX_SERVER_PROCESSES, SO_REUSEPORT) and the fallbacks' worker beside them.
     With ``http_workers``, the REST API has processes of its own (``http_kind``), as behind a proxy
     that routes /ws/ to the WebSocket servers and the rest to the HTTP servers: the N processes then
     serve the WebSockets only.
@@ -216,6 +228,9 @@ class Stack:
         if kind == "daphne":
             # -v 0: no access log (daphne logs every request to stdout at verbosity 1).
             return [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port), app]
+        if kind == "serve":
+            return [sys.executable, str(ROOT / "scripts" / "serve.py"), sys.executable, "-m", "daphne", "-v", "0",
+                    "-b", "127.0.0.1", "-p", str(port), app]
         if kind == "uvicorn":
             return [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
                     "--log-level", "warning", "--lifespan", "off", "--loop", "uvloop", "--http", "httptools",
@@ -231,7 +246,9 @@ class Stack:
         return ServerProcess(kind, port, proc, log_path)
 
     def start(self, timeout: float = 60.0) -> "Stack":
-        self.servers = [self._spawn(self.kind) for _ in range(self.workers)]
+        if self.kind == "serve":
+            self.env = {**self.env, "INBOX_SERVER_PROCESSES": str(self.workers)}
+        self.servers = [self._spawn(self.kind) for _ in range(1 if self.kind == "serve" else self.workers)]
         self.http_servers = [self._spawn(self.http_kind or self.kind) for _ in range(self.http_workers)]
         for s in self.servers + self.http_servers:
             wait_for_port(s.port, timeout, s.proc, s.log_path)
@@ -266,7 +283,7 @@ class Stack:
 
     @property
     def pids(self) -> list[int]:
-        return [s.pid for s in self.servers + self.http_servers if s.proc.poll() is None]
+        return [pid for s in self.servers + self.http_servers if s.proc.poll() is None for pid in s.pids]
 
     def alive(self) -> bool:
         return all(s.proc.poll() is None for s in self.servers + self.http_servers)

@@ -53,6 +53,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def children_of(pid: int) -> list[int]:
+    """The pids of a process' children (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
 def database_url_for_subprocess() -> str:
     """The URL of the database the current test uses (pytest-django's test database)."""
     from django.conf import settings
@@ -71,11 +84,16 @@ SERVER_COMMANDS = {
     "daphne": ["-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", "--access-log", "-"],
     # The REST API's own processes in the documented deployment (README, Deployment).
     "uvicorn": ["-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}", "--lifespan", "off", "--loop", "uvloop", "--http", "httptools"],
+    # What the image runs: scripts/serve.py supervising daphne (INBOX_SERVER_PROCESSES of them on one port).
+    "serve": ["scripts/serve.py", sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "{port}"],
 }
 
 
 class DaphneServer:
-    """A real daphne process (or, with ``server="uvicorn"``, uvicorn) serving notifications_site.asgi on 127.0.0.1."""
+    """
+    A real daphne process (or, with ``server="uvicorn"``, uvicorn; with ``server="serve"``, the image's
+    scripts/serve.py and its daphne processes) serving notifications_site.asgi on 127.0.0.1.
+    """
 
     def __init__(
         self, *, redis_url: str | None, env: dict | None = None, port: int | None = None, log_dir: Path | None = None,

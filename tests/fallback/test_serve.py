@@ -64,18 +64,6 @@ class Serve:
         self.log.close()
 
 
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
-            except (OSError, IndexError, ValueError):
-                continue
-    return found
-
-
 @pytest.fixture
 def serve_factory(transactional_db, tmp_path):
     if not Path("/proc").exists():
@@ -97,7 +85,7 @@ def test_sigterm_stops_the_server_and_the_worker_cleanly_and_together(serve_fact
     serve = serve_factory()
     serve.wait_for("server up")
     serve.wait_for("Starting worker")
-    children = children_of(serve.proc.pid)
+    children = ext.children_of(serve.proc.pid)
     assert len(children) == 2
     serve.proc.send_signal(signal.SIGTERM)
     assert serve.proc.wait(30) == 0
@@ -110,7 +98,7 @@ def test_when_the_server_exits_the_worker_is_stopped_and_its_status_is_the_exit_
     serve = serve_factory(STOP_AFTER="4")
     serve.wait_for("Starting worker")
     assert serve.proc.wait(30) == 3
-    assert "the server exited (3); stopping the worker" in serve.text()
+    assert ") exited (3); stopping the worker" in serve.text()
 
 
 @pytest.mark.e2e
@@ -127,6 +115,6 @@ def test_a_worker_that_exits_is_started_again_and_the_server_keeps_serving(serve
 def test_inbox_worker_0_runs_the_server_alone(serve_factory):
     serve = serve_factory(INBOX_WORKER="0")
     serve.wait_for("server up")
-    assert len(children_of(serve.proc.pid)) == 1
+    assert len(ext.children_of(serve.proc.pid)) == 1
     serve.proc.send_signal(signal.SIGINT)
     assert serve.proc.wait(30) == 0
