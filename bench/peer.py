@@ -33,12 +33,12 @@ import orjson
 from websockets.asyncio.client import connect as ws_connect
 
 from loadgen import HttpConn, Pool, Sock, percentile, run_requests, summary_ms
-from stack import CpuMeter, free_port, postgres_backend_pids, stop_process, wait_for_port
+from stack import CpuMeter, free_port, postgres_backend_pids, rss_bytes, stop_process, wait_for_port
 
 HERE = Path(__file__).resolve().parent
 PEER_DIR = HERE / ".peer"  # gitignored (bench/.gitignore): the copy we npm-install, the source is read-only
 PEER_FILES = ["server.js", "package.json", "package-lock.json", "README.md"]
-PEER_SCENARIOS = ["broadcast", "directed", "bulk"]  # in the suite's order
+PEER_SCENARIOS = ["broadcast", "directed", "bulk", "idle"]  # in the suite's order
 MODES = ["memory", "postgres"]
 SEND_PATH = "/notifications"
 # The peer's own DDL (server.js), run here first: the peer does not await it before serving.
@@ -437,7 +437,39 @@ async def broadcast(ctx: PeerContext) -> dict:
     }
 
 
-FUNCS = {"directed": directed, "bulk": bulk, "broadcast": broadcast}
+# --- Idle: as scenarios.idle, N authenticated sockets opened idle_concurrency at a time ---------------
+
+
+async def idle(ctx: PeerContext) -> dict:
+    """N idle authenticated sockets (each waits for Socket.IO's CONNECT ack): memory per socket, connect rate."""
+    N = ctx.sizes["idle_sockets"]
+    pool = ctx.pool
+    await pool.shrink(0)
+    await pool.ensure(4, after=None)  # warm up, as Inbox's idle does, before the baseline
+    await asyncio.sleep(1.0)
+    base_n, base_rss = len(pool.socks), rss_bytes(ctx.server.pids)
+    meter = ctx.meter()
+    meter.start()
+    cs = await pool.ensure(N, after=None, concurrency=ctx.sizes["idle_concurrency"])
+    cpu = meter.stop()
+    closes_before = pool.unexpected_closes
+    await asyncio.sleep(ctx.sizes["idle_hold_s"])
+    n, rss = len(pool.socks), rss_bytes(ctx.server.pids)
+    added = n - base_n
+    connect = summary_ms(cs.latencies)
+    return {
+        "sockets": n, "connect_failed": cs.failed, "failed": cs.failed,
+        "kb_per_socket": round((rss - base_rss) / added / 1024, 1) if added else None,
+        "server_rss_mb": round(rss / 2**20, 1), "server_rss_baseline_mb": round(base_rss / 2**20, 1),
+        "connects_per_s": round(cs.count / cs.seconds, 1) if cs.seconds else None,
+        "connect_p50_ms": connect["p50_ms"], "connect_p99_ms": connect["p99_ms"], "connect_max_ms": connect["max_ms"],
+        "server_cpu_ms_per_connect": round(1000 * cpu["servers_cpu_s"] / cs.count, 2) if cs.count else None,
+        "held_s": ctx.sizes["idle_hold_s"], "closed_by_server_while_idle": pool.unexpected_closes - closes_before,
+        "unexpected_closes": pool.unexpected_closes, "cpu": cpu,
+    }
+
+
+FUNCS = {"directed": directed, "bulk": bulk, "broadcast": broadcast, "idle": idle}
 
 
 async def run_mode(mode: str, sizes: dict, names: list[str], database_url: str, workdir: Path, pg_cpu) -> dict:
@@ -451,7 +483,7 @@ async def run_mode(mode: str, sizes: dict, names: list[str], database_url: str, 
     results = {}
     try:
         n_users = max([sizes["directed_users"] if "directed" in names else 0, sizes["bulk_recipients"] if "bulk" in names else 0,
-                       sizes["broadcast_users"] if "broadcast" in names else 0, 1])
+                       sizes["broadcast_users"] if "broadcast" in names else 0, sizes["idle_sockets"] if "idle" in names else 0, 1])
         usernames = [f"bench-u{i:06d}" for i in range(n_users)]  # the same names as Inbox's users: same payload sizes
         tokens = await login(server.port, usernames)
         (sender_token,) = await login(server.port, ["bench-sender"], concurrency=1)
@@ -545,6 +577,12 @@ COMPARED = {
         ("server_cpu_us_per_delivery", "server CPU us per delivery", "lower"),
         ("stack_cpu_us_per_delivery", "server + Redis + PostgreSQL CPU us per delivery", "lower"),
         ("lost", "sockets missing it", None),
+    ],
+    "idle": [
+        ("kb_per_socket", "server memory KB per socket", "lower"), ("connects_per_s", "connects/s", "higher"),
+        ("connect_p99_ms", "connect p99 ms", "lower"), ("server_cpu_ms_per_connect", "server CPU ms per connect", "lower"),
+        ("sockets", "sockets open", None), ("connect_failed", "connects failed", None),
+        ("closed_by_server_while_idle", "closed by the server while idle", None),
     ],
 }
 

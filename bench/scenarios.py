@@ -322,7 +322,7 @@ async def idle(ctx: Context) -> dict:
     base_redis = r.info("memory")["used_memory"]
     meter = ctx.meter()
     meter.start()
-    cs = await pool.ensure(N, after=after, concurrency=64)
+    cs = await pool.ensure(N, after=after, concurrency=ctx.sizes["idle_concurrency"])
     cpu = meter.stop()
     closes_before = pool.unexpected_closes
     # Hold them idle: the servers must not close idle sockets (RSS is read at the end).
