@@ -75,14 +75,14 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="smaller numbers (development)")
     p.add_argument("--scenarios", nargs="+", choices=ALL_SCENARIOS, default=SCENARIOS, metavar="NAME",
                    help=f"any of {', '.join(SCENARIOS)} (run in that order)")
-    p.add_argument("--server", choices=["daphne", "uvicorn", "serve"], default="daphne",
+    p.add_argument("--server", choices=["daphne", "uvicorn", "granian", "serve"], default="daphne",
                    help="serve: the image's deployment (scripts/serve.py: --workers daphne processes on one port, and the "
                         "fallbacks' worker; use with --http-workers 0)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="server processes, one port each (default: cores)")
     p.add_argument("--http-workers", type=int, default=os.cpu_count() or 1,
                    help="REST API processes of their own, the servers above then serving WebSockets only, as behind a proxy "
                         "that routes /ws/ to them (default: cores; 0: the servers above serve the REST API too)")
-    p.add_argument("--http-server", choices=["daphne", "uvicorn"], default="uvicorn", help="server of --http-workers (default: uvicorn)")
+    p.add_argument("--http-server", choices=["daphne", "uvicorn", "granian"], default="uvicorn", help="server of --http-workers (default: uvicorn)")
     p.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", ""),
                    help="use this PostgreSQL database (created and migrated if missing) instead of a private cluster")
     p.add_argument("--pg-datadir", default=os.environ.get("BENCH_PG_DATADIR", "/tmp/inbox-bench-pg/data"),

@@ -193,9 +193,7 @@ class ServerProcess:
 
     @property
     def pids(self) -> list[int]:
-        """This process and, for scripts/serve.py, the daphne processes and the worker it supervises."""
-        if self.kind != "serve":
-            return [self.proc.pid]
+        """This process and its children (scripts/serve.py's daphne processes and worker, granian's worker)."""
         try:
             return [self.proc.pid, *(c.pid for c in psutil.Process(self.proc.pid).children(recursive=True))]
         except psutil.Error:
@@ -231,6 +229,9 @@ class Stack:
         if kind == "serve":
             return [sys.executable, str(ROOT / "scripts" / "serve.py"), sys.executable, "-m", "daphne", "-v", "0",
                     "-b", "127.0.0.1", "-p", str(port), app]
+        if kind == "granian":  # a substrate measured for issue 22 (not in requirements.txt: pip install granian)
+            return [str(Path(sys.executable).parent / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
+                    "--workers", "1", "--loop", "uvloop", "--log-level", "warning", "--no-access-log", app]
         if kind == "uvicorn":
             return [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
                     "--log-level", "warning", "--lifespan", "off", "--loop", "uvloop", "--http", "httptools",

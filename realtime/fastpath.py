@@ -177,6 +177,10 @@ class FastPathConsumerMixin:
         except Exception:
             return False  # the task handles it, and raises what it raises there
         sending = self.base_send({"type": "websocket.send", "text": event["frame"]})
+        if not asyncio.iscoroutine(sending):
+            # A server whose send is another kind of awaitable (granian's future): the task awaits it, in order.
+            self.inbox.put_nowait(Later(lambda: sending))
+            return True
         try:
             waiting_on = sending.send(None)
         except StopIteration:

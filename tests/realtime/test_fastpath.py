@@ -13,7 +13,7 @@ import pytest
 
 from realtime import protocol, publisher
 from realtime.consumers import NotificationConsumer
-from realtime.fastpath import SendInProgress
+from realtime.fastpath import Later, SendInProgress
 
 
 def created(notification_id: int, **extra) -> dict:
@@ -121,3 +121,23 @@ async def test_a_send_that_fails_hands_its_error_to_the_task():
     assert consumer.handle_now(created(11)) is True
     error = consumer.inbox.get_nowait()
     assert isinstance(error, ConnectionResetError)
+
+
+async def test_a_server_whose_send_is_not_a_coroutine_has_it_awaited_by_the_task_in_order():
+    sent = Sent()
+
+    class FutureSend:
+        """A send returning a plain awaitable, not a coroutine (granian's is a future of its own)."""
+
+        def __call__(self, message):
+            future = asyncio.get_running_loop().create_future()
+            sent.append(message["text"])
+            future.set_result(None)
+            return future
+
+    consumer = an_idle_consumer(FutureSend())
+    assert consumer.handle_now(created(11)) is True
+    later = consumer.inbox.get_nowait()
+    assert isinstance(later, Later)
+    await later.action()
+    assert sent == [created(11)["frame"]]
