@@ -2,8 +2,9 @@
 The fallbacks: Web Push and e-mail for a notification no device took (issue 20).
 
 In-app comes first and is always stored. After a send, ``FallbackScheduler`` (a delivery backend,
-listed in ``INBOX["DELIVERY_BACKENDS"]``) schedules two durable tasks per notification (django-tasks,
-database backend: rows in the notifications' database, run by ``python manage.py inbox_worker``):
+listed in ``INBOX["DELIVERY_BACKENDS"]``) schedules durable tasks for it (django-tasks, database
+backend: rows in the notifications' database, run by ``python manage.py inbox_worker``), one row per
+channel and delay for everything sent together (up to 1,000 notifications a row):
 
 - at ``+PUSH_AFTER_SECONDS`` (30): if no device acked it (``delivered_at``) and it is unread, one Web
   Push to the person's subscriptions;

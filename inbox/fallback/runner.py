@@ -11,17 +11,24 @@ unique per notification and channel), send, then record the outcome.
   again after ``policy.retry_delay(attempt)``, in one transaction, up to ``FALLBACK_MAX_ATTEMPTS``;
   then the claim is recorded as failed. A worker that dies between the claim and the send leaves
   the claim: that fallback is not sent (at most once).
+
+The schedule's rows are batches (``run_push_batch``, ``run_email_batch``): one query sets aside
+what no longer needs the channel (read, acked, expired, deleted, already done), which is nearly
+everything in steady state, and the rest go one by one through ``run_push`` / ``run_email``, whose
+postponements and retries are single-id tasks.
 """
 
 from __future__ import annotations
 
 import logging
 import smtplib
+from collections import Counter
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Case, CharField, Exists, OuterRef, Value, When
 from django.utils import timezone
 
 from ..conf import inbox_setting
@@ -230,3 +237,71 @@ def run_push(*, notification_id: int, attempt: int = 1) -> dict:
         return {"outcome": "undelivered", "gone": result.gone, "refused": result.refused}
     _mark_sent([n.pk], Channel.WEB_PUSH)
     return {"outcome": "sent", "subscriptions": result.delivered, "gone": result.gone}
+
+
+# --- batches ------------------------------------------------------------------------------------
+
+#: Errors a batch's result quotes (the log has them all).
+MAX_QUOTED_ERRORS = 10
+
+
+def _settled(ids: list[int], channel: str, now: datetime) -> tuple[list[int], Counter]:
+    """
+    In one query: which of ``ids`` still need ``channel`` now, and the others counted by why not,
+    with the outcomes of ``_common_checks`` (read; acked, for Web Push; expired; already; gone).
+    """
+    settled = [When(read_at__isnull=False, then=Value("read"))]
+    if channel == Channel.WEB_PUSH:
+        settled.append(When(delivered_at__isnull=False, then=Value("acked")))
+    settled += [
+        When(expires_at__lte=now, then=Value("expired")),
+        When(Exists(FallbackDelivery.objects.filter(notification_id=OuterRef("pk"), channel=channel)), then=Value("already")),
+    ]
+    rows = (
+        Notification.objects.filter(pk__in=ids)
+        .annotate(settled=Case(*settled, default=Value(""), output_field=CharField()))
+        .values_list("pk", "settled")
+    )
+    done: Counter = Counter()
+    pending = []
+    for pk, outcome in rows:
+        if outcome:
+            done[outcome] += 1
+        else:
+            pending.append(pk)
+    gone = len(ids) - len(pending) - sum(done.values())
+    if gone:
+        done["gone"] = gone
+    return sorted(pending), done
+
+
+def _run_batch(notification_ids: Sequence[int], channel: str, run: Callable[..., dict]) -> dict:
+    ids = sorted({int(nid) for nid in notification_ids})
+    pending, done = _settled(ids, channel, timezone.now())
+    errors = {}
+    for nid in pending:
+        try:
+            outcome = run(notification_id=nid)["outcome"]
+        except Exception as exc:  # one notification's failure does not hold back the rest of the batch
+            logger.exception("fallback %s for #%s failed in its batch", channel, nid)
+            outcome = "error"
+            if len(errors) < MAX_QUOTED_ERRORS:
+                errors[str(nid)] = f"{type(exc).__name__}: {exc}"[:200]
+        done[outcome] += 1
+    result = {"outcome": "batch", "ids": len(ids), "done": dict(sorted(done.items()))}
+    if errors:
+        result["errors"] = errors
+    return result
+
+
+def run_push_batch(*, notification_ids: Sequence[int]) -> dict:
+    """Web Push for each of ``notification_ids`` that still needs one (``run_push``)."""
+    return _run_batch(notification_ids, Channel.WEB_PUSH, run_push)
+
+
+def run_email_batch(*, notification_ids: Sequence[int]) -> dict:
+    """
+    The e-mail of each of ``notification_ids`` that still needs one (``run_email``): the first of a
+    person's claims the others that are due, which then find themselves ``already`` sent.
+    """
+    return _run_batch(notification_ids, Channel.EMAIL, run_email)

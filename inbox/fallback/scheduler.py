@@ -1,15 +1,18 @@
 """
 ``FallbackScheduler``: the delivery backend that turns a send into the fallbacks' durable schedule.
 
-For each new notification, two task rows (django-tasks-db's ``DBTaskResult``): Web Push at
-``+push_delay(category)`` and e-mail at ``+email_delay(category)``. A send of 10,000 recipients is
-one statement inserting 20,000 rows, not 20,000 ``enqueue`` calls.
+Task rows (django-tasks-db's ``DBTaskResult``) of batches, not of notifications: whatever the writer
+accumulated is grouped by channel and delay (``push_delay(category)``, ``email_delay(category)``), and
+each group is one row of ``push_fallbacks`` or ``email_fallbacks`` carrying its notification ids (at
+most ``MAX_IDS_PER_TASK``), due at the group's latest ``created_at`` plus the delay: nothing runs
+before it is due, at most a flush later. A send of 10,000 recipients is ~20 rows in one statement.
+The task drops, in one query, what an ack or a read already settled (inbox/fallback/runner.py).
 
 Off the send path: ``deliver`` runs after commit in the thread that wrote the send (on PostgreSQL's
 group commit, the writer of the next batch), so by default it only hands the send's ids, category
 and time to this process' schedule writer and returns (2-3 µs, whatever the number of recipients);
 that thread builds the rows and inserts whatever accumulated in one statement, so concurrent sends
-share an INSERT. It reads no preferences (the task does, when it runs).
+share rows and an INSERT. It reads no preferences (the task does, when it runs).
 ``INBOX["FALLBACK_SCHEDULE_IN_BACKGROUND"] = False`` inserts in the caller's thread instead (tests,
 or a host that wants the insert inside its request). The writer flushes at exit; a process killed
 between a commit and the writer's next insert (milliseconds) loses those sends' fallbacks, never
@@ -19,7 +22,6 @@ the notifications.
 from __future__ import annotations
 
 import atexit
-import functools
 import logging
 import threading
 import time
@@ -58,15 +60,19 @@ def check_backend() -> None:
         )
 
 
-def insert_tasks(entries: Sequence[tuple[object, int, datetime]]) -> None:
+#: Most notification ids one task row carries, so that one task stays short.
+MAX_IDS_PER_TASK = 1000
+
+Entry = tuple[object, Sequence[int], datetime]  # a task, the notification ids of its row, its run_after
+
+
+def insert_tasks(entries: Sequence[Entry]) -> None:
     """
-    Insert READY task rows of django-tasks-db's ``DBTaskResult`` for (task, notification id,
-    run_after), with the values its ``enqueue`` writes (``kwargs={"notification_id": id}``), in one
-    statement. On PostgreSQL, one INSERT from ``unnest`` of three arrays passed in their text form
-    (psycopg adapts a Python list element by element, in Python; inbox/store/postgres.py's
-    ``bigint_array``), the ids and the JSON made by the server; on SQLite one ``executemany``. The
-    ORM's ``bulk_create`` prepares each of the 15 fields of each row: seconds for a
-    10,000-recipient send, where only the id, the notification and the time differ.
+    Insert READY task rows of django-tasks-db's ``DBTaskResult`` for (task, notification ids,
+    run_after), with the values its ``enqueue`` writes (``kwargs={"notification_ids": [...]}``), in
+    one statement: on PostgreSQL one INSERT from ``unnest`` of three arrays, on SQLite one
+    ``executemany``. The ORM's ``bulk_create`` would prepare each of the 15 fields of each row, where
+    only the ids and the time differ.
     """
     from django_tasks_db.models import DBTaskResult
 
@@ -82,35 +88,32 @@ def insert_tasks(entries: Sequence[tuple[object, int, datetime]]) -> None:
     )
     now, alias = timezone.now(), _backend_alias()
     tasks = list(dict.fromkeys(task for task, _, _ in entries))
+    arguments = ['{"args": [], "kwargs": {"notification_ids": [%s]}}' % ",".join(str(int(nid)) for nid in ids) for _, ids, _ in entries]
     with transaction.atomic(), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             index = {task: i + 1 for i, task in enumerate(tasks)}
             cursor.execute(
                 f"INSERT INTO {table} ({columns})"
-                " SELECT gen_random_uuid(), 'READY', %s, NULL, NULL,"
-                " jsonb_build_object('args', '[]'::jsonb, 'kwargs', jsonb_build_object('notification_id', u.nid)),"
+                " SELECT gen_random_uuid(), 'READY', %s, NULL, NULL, u.arguments::jsonb,"
                 " (%s::int[])[u.task], (%s::text[])[u.task], '[]'::jsonb, (%s::text[])[u.task], %s, to_timestamp(u.at),"
-                " NULL, '', '' FROM unnest(%s::bigint[], %s::int[], %s::float8[]) AS u(nid, task, at)",
+                " NULL, '', '' FROM unnest(%s::text[], %s::int[], %s::float8[]) AS u(arguments, task, at)",
                 [
                     now,
                     [t.priority for t in tasks], [t.module_path for t in tasks], [t.queue_name for t in tasks],
                     alias,
-                    "{" + ",".join(str(int(nid)) for _, nid, _ in entries) + "}",
-                    "{" + ",".join(str(index[task]) for task, _, _ in entries) + "}",
-                    "{" + ",".join(f"{at.timestamp():.6f}" for _, _, at in entries) + "}",
+                    arguments,
+                    [index[task] for task, _, _ in entries],
+                    [at.timestamp() for _, _, at in entries],
                 ],
             )
         else:
-            adapt = functools.lru_cache(maxsize=256)(connection.ops.adapt_datetimefield_value)
+            adapt = connection.ops.adapt_datetimefield_value
             cursor.executemany(
                 f"INSERT INTO {table} ({columns})"
                 " VALUES (%s, 'READY', %s, NULL, NULL, %s, %s, %s, '[]', %s, %s, %s, NULL, '', '')",
                 [
-                    (
-                        uuid.uuid4().hex, adapt(now), '{"args": [], "kwargs": {"notification_id": %d}}' % nid,
-                        task.priority, task.module_path, task.queue_name, alias, adapt(at),
-                    )
-                    for task, nid, at in entries
+                    (uuid.uuid4().hex, adapt(now), args, task.priority, task.module_path, task.queue_name, alias, adapt(at))
+                    for (task, _, at), args in zip(entries, arguments)
                 ],
             )
 
@@ -124,17 +127,23 @@ _COLUMNS = {
 Group = tuple[Sequence[int], str, datetime]  # the notification ids of one send, their category, their created_at
 
 
-def schedule_entries(groups: Iterable[Group]) -> list[tuple[object, int, datetime]]:
-    """The two tasks of each notification of each group: (task, notification id, run_after)."""
-    from .tasks import email_fallback, push_fallback
+def schedule_entries(groups: Iterable[Group]) -> list[Entry]:
+    """
+    The task rows of ``groups``: per channel and delay, their ids in rows of at most
+    ``MAX_IDS_PER_TASK``, each due at the latest ``created_at`` among them plus the delay.
+    """
+    from .tasks import email_fallbacks, push_fallbacks
 
-    entries = []
+    batches: dict[tuple[object, float], tuple[list[int], list[datetime]]] = {}
     for ids, category, created_at in groups:
-        push_at = created_at + timedelta(seconds=policy.push_delay(category))
-        email_at = created_at + timedelta(seconds=policy.email_delay(category))
-        for nid in ids:
-            entries.append((push_fallback, nid, push_at))
-            entries.append((email_fallback, nid, email_at))
+        for task, delay in ((push_fallbacks, policy.push_delay(category)), (email_fallbacks, policy.email_delay(category))):
+            batch_ids, latest = batches.setdefault((task, delay), ([], [created_at]))
+            batch_ids.extend(ids)
+            latest[0] = max(latest[0], created_at)
+    entries = []
+    for (task, delay), (ids, (latest,)) in batches.items():
+        run_after = latest + timedelta(seconds=delay)
+        entries.extend((task, ids[i : i + MAX_IDS_PER_TASK], run_after) for i in range(0, len(ids), MAX_IDS_PER_TASK))
     return entries
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from datetime import timedelta
+from unittest import mock
 from email import message_from_bytes, policy as email_policy
 
 from django.utils import timezone
@@ -17,6 +19,22 @@ def send(recipients, *, title="Hello", category="general", **fields):
 
     with TestCase.captureOnCommitCallbacks(execute=True):
         return notification_create(recipients=list(recipients), title=title, category=category, **fields)
+
+
+@contextmanager
+def one_flush(settings):
+    """
+    The sends inside are scheduled together when it ends, as the background writer schedules the
+    sends that arrive while it inserts: their groups handed over, then one ``schedule_entries``.
+    """
+    from inbox.fallback import scheduler
+
+    groups: list = []
+    settings.INBOX = {**settings.INBOX, "FALLBACK_SCHEDULE_IN_BACKGROUND": True}
+    with mock.patch.object(scheduler.writer, "add", groups.extend):
+        yield
+    settings.INBOX = {**settings.INBOX, "FALLBACK_SCHEDULE_IN_BACKGROUND": False}
+    scheduler.insert_tasks(scheduler.schedule_entries(groups))
 
 
 def scheduled(task_name: str | None = None):
@@ -57,7 +75,22 @@ def run_due() -> list[dict]:
 
 
 def outcomes(results, task_name: str) -> list[str]:
-    return [r["outcome"] for r in results if r["task"] == task_name]
+    """
+    The outcome of each notification the runs of ``task_name`` (``push_fallback``) handled: its own
+    runs', and each counted in the results of its batch task (``push_fallbacks``), batch by batch.
+    """
+    found = []
+    for r in results:
+        if r["task"] == task_name:
+            found.append(r["outcome"])
+        elif r["task"] == task_name + "s":
+            found.extend(outcome for outcome, count in r["done"].items() for _ in range(count))
+    return found
+
+
+def scheduled_ids(task_name: str) -> list[int]:
+    """The notification ids of the READY rows of a batch task (``push_fallbacks``), sorted."""
+    return sorted(nid for r in scheduled(task_name) for nid in r.args_kwargs["kwargs"]["notification_ids"])
 
 
 class SMTPServer:

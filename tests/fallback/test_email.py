@@ -124,8 +124,7 @@ def test_retries_back_off_and_stop_after_the_last_attempt(dana, smtp_server, set
     waits = []
     for _ in range(3):
         time_passes(10_000) if waits else time_passes(900)
-        result = [r for r in run_due() if r["task"] == "email_fallback"][-1]
-        waits.append(result["outcome"])
+        waits.append(outcomes(run_due(), "email_fallback")[-1])
     assert waits == ["retrying", "retrying", "failed"]
     assert FallbackDelivery.objects.get(notification=n, channel="email").status == "failed"
     assert scheduled("email_fallback") == []

@@ -12,10 +12,12 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from inbox import services
+from inbox.fallback.scheduler import MAX_IDS_PER_TASK
 from inbox.models import CategoryPreference, DeliveryProfile, FallbackDelivery, Notification
 from inbox.preferences import preferences_for_user, quiet_hours_end
 
-from .support import outcomes, run_due, scheduled, send, time_passes
+from .support import one_flush, outcomes, run_due, scheduled, scheduled_ids, send, time_passes
+from .test_web_push import Browser, dana_browser, push_service  # noqa: F401 (fixtures of the loopback push service)
 
 pytestmark = pytest.mark.django_db
 
@@ -28,27 +30,45 @@ def dana(make_user):
     return user
 
 
-def test_a_send_schedules_one_push_and_one_email_per_notification_at_their_delays(dana, make_user):
-    erin = make_user("erin")
+def test_a_send_to_three_people_schedules_one_push_row_and_one_email_row_carrying_their_ids(dana, make_user):
+    erin, frank = make_user("erin"), make_user("frank")
     before = timezone.now()
-    sent = send([dana, erin], title="Build failed")
-    pushes, emails = scheduled("push_fallback"), scheduled("email_fallback")
-    assert sorted(r.args_kwargs["kwargs"]["notification_id"] for r in pushes) == sorted(n.pk for n in sent)
-    assert sorted(r.args_kwargs["kwargs"]["notification_id"] for r in emails) == sorted(n.pk for n in sent)
-    for r in pushes:
-        assert before + timedelta(seconds=30) <= r.run_after <= timezone.now() + timedelta(seconds=30)
-    for r in emails:
-        assert before + timedelta(seconds=900) <= r.run_after <= timezone.now() + timedelta(seconds=900)
+    sent = send([dana, erin, frank], title="Build failed")
+    (push,), (email,) = scheduled("push_fallbacks"), scheduled("email_fallbacks")
+    assert len(scheduled()) == 2
+    assert sorted(push.args_kwargs["kwargs"]["notification_ids"]) == sorted(n.pk for n in sent)
+    assert sorted(email.args_kwargs["kwargs"]["notification_ids"]) == sorted(n.pk for n in sent)
+    assert before + timedelta(seconds=30) <= push.run_after <= timezone.now() + timedelta(seconds=30)
+    assert before + timedelta(seconds=900) <= email.run_after <= timezone.now() + timedelta(seconds=900)
 
 
 def test_each_category_may_have_its_own_delays(dana, settings):
     settings.INBOX = {**settings.INBOX, "PUSH_AFTER_SECONDS_BY_CATEGORY": {"chat": 5}, "EMAIL_AFTER_SECONDS_BY_CATEGORY": {"chat": 120}}
     n = send([dana], category="chat")[0]
-    assert scheduled("push_fallback")[0].run_after == n.created_at + timedelta(seconds=5)
-    assert scheduled("email_fallback")[0].run_after == n.created_at + timedelta(seconds=120)
+    assert scheduled("push_fallbacks")[0].run_after == n.created_at + timedelta(seconds=5)
+    assert scheduled("email_fallbacks")[0].run_after == n.created_at + timedelta(seconds=120)
 
 
-def test_a_ten_thousand_recipient_send_is_scheduled_in_a_few_bulk_inserts_not_a_round_trip_each(make_user):
+def test_sends_scheduled_together_share_a_row_per_delay_due_when_the_latest_of_them_is(dana, make_user, settings):
+    settings.INBOX = {**settings.INBOX, "PUSH_AFTER_SECONDS_BY_CATEGORY": {"chat": 5}}
+    erin = make_user("erin")
+    with one_flush(settings):
+        first = send([dana, erin], category="order")
+        chat = send([dana], category="chat")[0]
+        last = send([erin], category="billing")[0]
+    assert len(scheduled("push_fallbacks")) == 2 and len(scheduled("email_fallbacks")) == 1
+    quick, usual = scheduled("push_fallbacks")
+    assert quick.args_kwargs["kwargs"]["notification_ids"] == [chat.pk]
+    assert quick.run_after == chat.created_at + timedelta(seconds=5)
+    assert sorted(usual.args_kwargs["kwargs"]["notification_ids"]) == sorted([*(n.pk for n in first), last.pk])
+    assert usual.run_after == last.created_at + timedelta(seconds=30)  # nobody's push before it is due
+    assert scheduled_ids("email_fallbacks") == sorted([*(n.pk for n in first), chat.pk, last.pk])
+    assert scheduled("email_fallbacks")[0].run_after == last.created_at + timedelta(seconds=900)
+
+
+def test_a_ten_thousand_recipient_send_is_twenty_rows_in_one_insert_not_a_row_per_notification(make_user):
+    from django_tasks_db.models import DBTaskResult
+
     User = get_user_model()
     User.objects.bulk_create([User(username=f"bulk-{i}", password="!") for i in range(10_000)])
     recipients = list(User.objects.filter(username__startswith="bulk-"))
@@ -56,10 +76,121 @@ def test_a_ten_thousand_recipient_send_is_scheduled_in_a_few_bulk_inserts_not_a_
         sent = send(recipients, title="Maintenance tonight")
     inserts = [q["sql"] for q in queries.captured_queries if "INSERT INTO" in q["sql"] and "dbtaskresult" in q["sql"]]
     assert len(sent) == 10_000
+    assert len(inserts) == 1
+    rows = DBTaskResult.objects.filter(status="READY")
+    assert rows.count() == 20
+    assert {len(r.args_kwargs["kwargs"]["notification_ids"]) for r in rows} == {MAX_IDS_PER_TASK}
+    assert scheduled_ids("push_fallbacks") == scheduled_ids("email_fallbacks") == sorted(n.pk for n in sent)
+
+
+def test_a_batch_everyone_acked_in_time_is_one_query_and_pushes_nothing(dana, make_user):
+    from inbox.fallback.tasks import push_fallbacks
+
+    people = [dana, make_user("erin"), make_user("frank")]
+    for person, n in zip(people, send(people)):
+        services.notification_ack(user=person, ids=[n.pk])
+    (row,) = scheduled("push_fallbacks")
+    with CaptureQueriesContext(connection) as queries:
+        result = push_fallbacks.call(**row.args_kwargs["kwargs"])
+    assert result == {"outcome": "batch", "ids": 3, "done": {"acked": 3}}
+    assert len(queries.captured_queries) == 1
+    assert not FallbackDelivery.objects.exists()
+
+
+def test_a_batch_everyone_read_in_time_is_one_query_and_emails_nothing(dana, make_user):
+    from inbox.fallback.tasks import email_fallbacks
+
+    people = [dana, make_user("erin")]
+    for person, n in zip(people, send(people)):
+        services.notification_mark_read(user=person, ids=[n.pk])
+    (row,) = scheduled("email_fallbacks")
+    with CaptureQueriesContext(connection) as queries:
+        result = email_fallbacks.call(**row.args_kwargs["kwargs"])
+    assert result == {"outcome": "batch", "ids": 2, "done": {"read": 2}}
+    assert len(queries.captured_queries) == 1
+    assert mail.outbox == []
+
+
+def test_a_batch_counts_what_it_set_aside_and_runs_the_rest(dana, make_user):
+    read, acked, deleted, expired, waiting = send([dana, *(make_user(f"u{i}") for i in range(4))])
+    services.notification_mark_read(user=read.recipient, ids=[read.pk])
+    services.notification_ack(user=acked.recipient, ids=[acked.pk])
+    Notification.objects.filter(pk=deleted.pk).delete()
+    Notification.objects.filter(pk=expired.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    time_passes(30)
+    (result,) = [r for r in run_due() if r["task"] == "push_fallbacks"]
+    assert result == {
+        "task": "push_fallbacks", "outcome": "batch", "ids": 5,
+        "done": {"acked": 1, "expired": 1, "gone": 1, "not_configured": 1, "read": 1},
+    }
+
+
+def test_in_a_push_batch_only_the_one_nobody_acked_is_pushed_to_its_persons_browser(dana_browser, push_service, make_user, client_for):
+    dana, browser = dana_browser
+    erin, frank = make_user("erin"), make_user("frank")
+    erins = Browser(f"http://127.0.0.1:{push_service.port}/push/erin-firefox")
+    assert client_for(erin).post("/api/push-subscriptions/", erins.subscription_json(), format="json").status_code == 201
+    sent = {n.recipient_id: n for n in send([dana, erin, frank], title="Deploy finished")}
+    for person in (erin, frank):
+        services.notification_ack(user=person, ids=[sent[person.pk].pk])
+    time_passes(30)
+    (result,) = [r for r in run_due() if r["task"] == "push_fallbacks"]
+    assert result["done"] == {"acked": 2, "sent": 1}
+    (request,) = push_service.requests
+    assert request["path"] == "/push/dana-chrome"
+    assert browser.decrypt(request["body"])["notification"]["id"] == sent[dana.pk].pk
+    assert list(FallbackDelivery.objects.values_list("notification_id", "channel", "status")) == [(sent[dana.pk].pk, "web_push", "sent")]
+
+
+def test_two_notifications_of_one_person_in_one_email_batch_are_one_email(dana, make_user, smtp_server, settings):
+    erin = make_user("erin")
+    erin.email = "erin@example.com"
+    erin.save()
+    with one_flush(settings):
+        send([dana, erin], title="Invoice paid")
+        send([dana], title="Build failed")
+    (row,) = scheduled("email_fallbacks")
+    assert len(row.args_kwargs["kwargs"]["notification_ids"]) == 3
+    time_passes(900)
+    (result,) = [r for r in run_due() if r["task"] == "email_fallbacks"]
+    assert result["done"] == {"already": 1, "sent": 2}
+    assert sorted(e.rcpt_tos[0] for e in smtp_server.envelopes) == ["dana@example.com", "erin@example.com"]
+    (danas,) = [m for m in smtp_server.messages if m["To"] == "dana@example.com"]
+    assert danas["Subject"] == "2 unread notifications"
+    assert FallbackDelivery.objects.filter(channel="email", status="sent").count() == 3
+
+
+urlpatterns: list = []  # a URLconf without the unsubscribe link, for the test below
+
+
+def test_an_email_that_cannot_be_built_fails_alone_and_the_rest_of_its_batch_is_sent(dana, make_user, settings):
+    erin = make_user("erin")
+    erin.email = "erin@example.com"
+    erin.save()
+    with one_flush(settings):
+        broken = send([dana], category="order")[0]  # its message needs the unsubscribe link
+        send([erin], category="security", title="New sign-in")  # a critical one has none
+    settings.ROOT_URLCONF = __name__
+    time_passes(900)
+    (result,) = [r for r in run_due() if r["task"] == "email_fallbacks"]
+    assert result["done"] == {"error": 1, "sent": 1}
+    assert result["errors"][str(broken.pk)].startswith("ImproperlyConfigured: The fallback e-mails need their unsubscribe URL")
+    assert [m.to for m in mail.outbox] == [["erin@example.com"]]
+    assert not FallbackDelivery.objects.filter(notification=broken).exists()  # nothing claimed for it
+
+
+def test_the_rows_the_single_id_tasks_wrote_still_run(dana):
     from django_tasks_db.models import DBTaskResult
 
-    assert DBTaskResult.objects.filter(status="READY").count() == 20_000
-    assert 1 <= len(inserts) <= 10  # 4,000 rows a statement (fewer on SQLite's variable limit)
+    from inbox.fallback.tasks import email_fallback, push_fallback
+
+    n = send([dana], title="Scheduled before the batches")[0]
+    DBTaskResult.objects.all().delete()
+    push_fallback.enqueue(notification_id=n.pk)
+    email_fallback.enqueue(notification_id=n.pk)  # kwargs={"notification_id": ...}, as they were written
+    results = run_due()
+    assert sorted((r["task"], r["outcome"]) for r in results) == [("email_fallback", "sent"), ("push_fallback", "not_configured")]
+    assert [m.subject for m in mail.outbox] == ["Scheduled before the batches"]
 
 
 def test_a_notification_a_device_acked_in_time_gets_no_push(dana):
@@ -202,4 +333,5 @@ def test_by_default_the_schedule_is_written_off_the_senders_thread_and_flushed(t
     finally:
         scheduler.insert_tasks = original
     assert set(threads) == {"inbox-fallback-schedule"}
-    assert sorted(r.args_kwargs["kwargs"]["notification_id"] for r in scheduled("email_fallback")) == [n.pk for n in sent]
+    assert scheduled_ids("email_fallbacks") == [n.pk for n in sent]
+    assert len(scheduled("email_fallbacks")) == len(threads) <= 5  # the sends that arrived during an insert share the next

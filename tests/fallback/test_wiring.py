@@ -47,8 +47,8 @@ def test_the_project_urls_serve_preferences_push_subscriptions_and_the_signed_li
 
 def test_a_send_through_the_service_schedules_both_fallbacks(alice):
     n = send([alice], title="Hello")[0]
-    assert sorted(r.task_path.rsplit(".", 1)[1] for r in scheduled()) == ["email_fallback", "push_fallback"]
-    assert {r.args_kwargs["kwargs"]["notification_id"] for r in scheduled()} == {n.pk}
+    assert sorted(r.task_path.rsplit(".", 1)[1] for r in scheduled()) == ["email_fallbacks", "push_fallbacks"]
+    assert [r.args_kwargs["kwargs"]["notification_ids"] for r in scheduled()] == [[n.pk], [n.pk]]
 
 
 @pytest.mark.urls(__name__)

@@ -75,11 +75,11 @@ def test_the_schedule_survives_a_killed_worker_and_the_next_one_sends_one_batche
 ):
     for title in ("Invoice paid", "Build failed", "New comment"):
         send([dana], title=title)
-    assert len(scheduled("email_fallback")) == 3
+    assert len(scheduled("email_fallbacks")) == 3  # one row per send: each was scheduled on its own
 
     first = Worker(smtp_server.port, tmp_path / "worker-1.log").start()
     assert first.stop(signal.SIGKILL) == -signal.SIGKILL  # killed with everything still scheduled
-    assert len(scheduled("email_fallback")) == 3
+    assert len(scheduled("email_fallbacks")) == 3
 
     time_passes(900)
     second = Worker(smtp_server.port, tmp_path / "worker-2.log").start()
@@ -95,5 +95,7 @@ def test_the_schedule_survives_a_killed_worker_and_the_next_one_sends_one_batche
     from django_tasks_db.models import DBTaskResult
 
     fallbacks = DBTaskResult.objects.filter(task_path__startswith="inbox.fallback.tasks.")
-    assert fallbacks.filter(status="SUCCESSFUL").count() == 6  # three pushes (no subscription), three e-mails
+    assert fallbacks.filter(status="SUCCESSFUL").count() == 6  # three push batches (no subscription), three e-mail batches
+    results = [r.return_value for r in fallbacks.filter(task_path="inbox.fallback.tasks.email_fallbacks")]
+    assert sorted(outcome for r in results for outcome in r["done"]) == ["already", "already", "sent"]
     assert settings.TASKS["default"]["BACKEND"] == "django_tasks_db.DatabaseBackend"
