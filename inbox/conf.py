@@ -72,6 +72,8 @@ DEFAULTS: dict[str, Any] = {
     "FALLBACK_TASK_BACKEND": "default",
     # Insert the schedule's rows from a thread of their own (off the send path); False: in the caller's.
     "FALLBACK_SCHEDULE_IN_BACKGROUND": True,
+    # That thread gathers the sends of this long into one INSERT (the fallbacks are due 30 s and more later).
+    "FALLBACK_SCHEDULE_LINGER_SECONDS": 0.25,
     # Web Push (VAPID, RFC 8292): the private key (base64url of the raw 32 bytes; ``python manage.py
     # inbox_vapid`` makes one) and the contact the push services may reach ("mailto:ops@example.com").
     "VAPID_PRIVATE_KEY": "",

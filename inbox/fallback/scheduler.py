@@ -11,12 +11,12 @@ The task drops, in one query, what an ack or a read already settled (inbox/fallb
 Off the send path: ``deliver`` runs after commit in the thread that wrote the send (on PostgreSQL's
 group commit, the writer of the next batch), so by default it only hands the send's ids, category
 and time to this process' schedule writer and returns (2-3 µs, whatever the number of recipients);
-that thread builds the rows and inserts whatever accumulated in one statement, so concurrent sends
-share rows and an INSERT. It reads no preferences (the task does, when it runs).
+that thread gathers the sends of ``INBOX["FALLBACK_SCHEDULE_LINGER_SECONDS"]`` (0.25 s) and inserts
+them in one statement, so the sends of that quarter second share rows and an INSERT. It reads no preferences (the task does, when it runs).
 ``INBOX["FALLBACK_SCHEDULE_IN_BACKGROUND"] = False`` inserts in the caller's thread instead (tests,
 or a host that wants the insert inside its request). The writer flushes at exit; a process killed
-between a commit and the writer's next insert (milliseconds) loses those sends' fallbacks, never
-the notifications.
+between a commit and the writer's next insert (at most the linger) loses those sends' fallbacks,
+never the notifications.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from . import policy
 logger = logging.getLogger(__name__)
 
 _MAX_BUFFERED = 100_000  # sends the writer keeps while the database is unreachable, then drops the oldest
+_MAX_GATHERED = 1_000  # sends that end a linger early
 
 
 def _backend_alias() -> str:
@@ -154,6 +155,8 @@ class _ScheduleWriter:
         self._cond = threading.Condition()
         self._groups: list = []
         self._busy = False
+        self._lingering = False  # gathering sends until the linger ends: an add need not wake the thread
+        self._hurry = False  # a flush() waits: write what is there now
         self._thread: threading.Thread | None = None
 
     def add(self, groups: list[Group]) -> None:
@@ -166,19 +169,37 @@ class _ScheduleWriter:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="inbox-fallback-schedule", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if not self._lingering:
+                self._cond.notify()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every send handed over is scheduled (True) or ``timeout`` passes (False)."""
         with self._cond:
-            return self._cond.wait_for(lambda: not self._groups and not self._busy, timeout)
+            self._hurry = True
+            self._cond.notify_all()
+            try:
+                return self._cond.wait_for(lambda: not self._groups and not self._busy, timeout)
+            finally:
+                self._hurry = False
+
+    def _gather(self) -> list:
+        """Wait for a send, then for FALLBACK_SCHEDULE_LINGER_SECONDS more (or a flush): what accumulated."""
+        self._cond.wait_for(lambda: self._groups)
+        deadline = time.monotonic() + float(inbox_setting("FALLBACK_SCHEDULE_LINGER_SECONDS"))
+        self._lingering = True
+        try:
+            while not self._hurry and len(self._groups) < _MAX_GATHERED and (left := deadline - time.monotonic()) > 0:
+                self._cond.wait(left)
+        finally:
+            self._lingering = False
+        groups, self._groups, self._busy = self._groups, [], True
+        return groups
 
     def _run(self) -> None:
         pause = 0.2
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._groups)
-                groups, self._groups, self._busy = self._groups, [], True
+                groups = self._gather()
             try:
                 close_old_connections()
                 insert_tasks(schedule_entries(groups))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import time, timedelta
+from time import monotonic, sleep
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -335,3 +336,52 @@ def test_by_default_the_schedule_is_written_off_the_senders_thread_and_flushed(t
     assert set(threads) == {"inbox-fallback-schedule"}
     assert scheduled_ids("email_fallbacks") == [n.pk for n in sent]
     assert len(scheduled("email_fallbacks")) == len(threads) <= 5  # the sends that arrived during an insert share the next
+
+
+class WatchedInserts(list):
+    """insert_tasks, recording when each insert happened and how many rows it wrote."""
+
+    def __init__(self, scheduler):
+        super().__init__()
+        self.scheduler, self.original = scheduler, scheduler.insert_tasks
+
+    def __enter__(self):
+        def watched(entries):
+            self.append((monotonic(), len(entries)))
+            self.original(entries)
+
+        self.scheduler.insert_tasks = watched
+        return self
+
+    def __exit__(self, *exc):
+        self.scheduler.insert_tasks = self.original
+
+
+def test_the_writer_gathers_the_sends_of_its_linger_into_one_insert(transactional_db, dana, settings):
+    from inbox.fallback import scheduler
+
+    settings.INBOX = {**settings.INBOX, "FALLBACK_SCHEDULE_IN_BACKGROUND": True, "FALLBACK_SCHEDULE_LINGER_SECONDS": 0.5}
+    with WatchedInserts(scheduler) as inserts:
+        started = monotonic()
+        sent = [send([dana], title=f"n{i}")[0] for i in range(5)]
+        deadline = monotonic() + 10
+        while not inserts and monotonic() < deadline:
+            sleep(0.02)
+        sleep(0.3)  # a second insert, if any, would come now
+        assert scheduler.writer.flush(10)
+    assert [rows for _, rows in inserts] == [2]  # one row per channel for the five sends
+    assert inserts[0][0] - started >= 0.45
+    assert scheduled_ids("push_fallbacks") == [n.pk for n in sent]
+
+
+def test_a_flush_writes_what_is_gathered_at_once_without_waiting_for_the_linger(transactional_db, dana, settings):
+    from inbox.fallback import scheduler
+
+    settings.INBOX = {**settings.INBOX, "FALLBACK_SCHEDULE_IN_BACKGROUND": True, "FALLBACK_SCHEDULE_LINGER_SECONDS": 60}
+    with WatchedInserts(scheduler) as inserts:
+        (n,) = send([dana])
+        started = monotonic()
+        assert scheduler.writer.flush(10)
+        assert monotonic() - started < 5
+    assert len(inserts) == 1
+    assert scheduled_ids("email_fallbacks") == [n.pk]
