@@ -20,10 +20,11 @@ A token names its user through two claims read here, strictly: ``user_id`` (an i
 decimal string simplejwt writes; never a float, a bool, a list: ``int(1.5)`` and ``int(True)`` are
 user 1) and ``token_version`` (inbox.models.TokenVersion; absent means 0). A remembered user carries
 the version of its tokens that are still good, so a password change or a deactivation here refuses
-older tokens at once, and within those 5 s on other processes for the REST API. The socket and the
-refresh endpoint ask the database (``fresh``), so they never accept a revoked token, and every open
-socket is closed by the ``CredentialsRevoked`` event (services.credentials_revoke). A change that
-sends no signal (``QuerySet.update(is_active=False)``, raw SQL) revokes nothing by itself: call
+older tokens at once, and within those 5 s on other processes for the REST API. The socket (once in
+its user's group: store/connect.py's ``snapshot``) and the refresh endpoint (``fresh``) ask the
+database, so they never accept a revoked token, and every open socket is closed by the
+``CredentialsRevoked`` event (services.credentials_revoke). A change that sends no signal
+(``QuerySet.update(is_active=False)``, raw SQL) revokes nothing by itself: call
 ``services.credentials_revoke(user_id=...)`` after it.
 """
 
@@ -165,16 +166,8 @@ def current_token_version(user_id) -> int:
 
 
 def _load_token_user(user_id):
-    from django.contrib.auth import get_user_model
-    from django.db.models import OuterRef, Subquery, Value
-    from django.db.models.functions import Coalesce
-    from rest_framework_simplejwt.settings import api_settings
+    # One statement whose SQL is built once (store/connect.py): the ORM compiled it on every call,
+    # a third of a connect's time when the directory does not know the user (bench/JOURNAL.md, 61).
+    from .store import connect
 
-    from .models import TokenVersion
-
-    User = get_user_model()
-    filters = {api_settings.USER_ID_FIELD: user_id}
-    if api_settings.CHECK_USER_IS_ACTIVE:
-        filters["is_active"] = True
-    version = TokenVersion.objects.filter(user_id=OuterRef("pk")).values("version")[:1]
-    return User._default_manager.filter(**filters).annotate(inbox_token_version=Coalesce(Subquery(version), Value(0))).first()
+    return connect.token_user(user_id)

@@ -29,6 +29,7 @@ from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import AccessToken
 
 from inbox import directory, trusted_issuers
+from inbox.store import connect
 
 BEARER = "bearer"
 DATABASE_UNAVAILABLE = "database_unavailable"
@@ -106,19 +107,22 @@ async def _authenticate_trusted(scope, raw: str) -> tuple[object, int | None, st
     return user, int(token.claims.exp), None
 
 
-async def still_valid(scope) -> bool:
+def still_valid(scope, snapshot: connect.Snapshot) -> bool:
     """
-    Asked of the database once the socket joined its user's group: is its user still active and
-    its token not revoked? The check at connect may have answered from this process' directory
-    (a user deactivated on another process moments ago), and a revocation committed between that
-    check and the join announced its CredentialsRevoked to a group the socket was not in yet;
-    from the join on, the event reaches it. Raises OperationalError when the database is down.
+    Asked of the database once the socket joined its user's group (``snapshot``, read then): is
+    its user still active and its token not revoked? The check at connect may have answered from
+    this process' directory (a user deactivated on another process moments ago), and a revocation
+    committed between that check and the join announced its CredentialsRevoked to a group the
+    socket was not in yet; from the join on, the event reaches it.
     """
     user = scope.get("user")
     version = scope.get("token_version")
     if user is None or version is None:  # a user set by another middleware: no token to check
         return True
-    return await database_sync_to_async(directory.token_user)(user.pk, version, fresh=True) is not None
+    if snapshot.token_good(version):
+        return True
+    directory.users.discard(user.pk)  # this process asks the database again next time
+    return False
 
 
 class JWTAuthMiddleware(BaseMiddleware):

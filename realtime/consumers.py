@@ -25,7 +25,7 @@ from django.db import InterfaceError, OperationalError
 from inbox import selectors, services
 from inbox.conf import inbox_setting
 from inbox.payloads import notification_payload
-from inbox.store import journal
+from inbox.store import connect, journal
 
 from . import protocol, publisher, watchdog
 from .auth import BEARER, DATABASE_UNAVAILABLE, still_valid
@@ -142,7 +142,9 @@ class NotificationConsumer(FastPathConsumerMixin, AsyncJsonWebsocketConsumer):
             return
         self.group = group
         watchdog.register(self)  # closed with 1012 if Redis fails or forgets the group
-        if not await still_valid(self.scope):
+        # One statement: the user and token checked again, and what the catch-up (or the replay) starts from.
+        first = await self._snapshot(after, since)
+        if not still_valid(self.scope, first):
             # Deactivated or revoked moments ago (on another process, or between the check at
             # connect and the join): the database says so now, and later events reach the group.
             await self.close(code=CLOSE_UNAUTHORIZED)
@@ -151,10 +153,10 @@ class NotificationConsumer(FastPathConsumerMixin, AsyncJsonWebsocketConsumer):
             self._call_later(self.token_exp - time.time(), self._close_for_expired_token)
         self._call_later(realtime_setting("GROUP_REFRESH_SECONDS"), self._refresh_group_membership)
         if since is not None:
-            if not await self.replay(since):
+            if not await self.replay(since, first):
                 await self.close(code=CLOSE_BAD_REQUEST)
             return
-        await self.catch_up(after)
+        await self.catch_up(after, first)
 
     async def disconnect(self, code) -> None:
         watchdog.unregister(self)
@@ -206,23 +208,28 @@ class NotificationConsumer(FastPathConsumerMixin, AsyncJsonWebsocketConsumer):
 
     # --- Catch-up -------------------------------------------------------------------------------
 
-    async def catch_up(self, after: int | None) -> None:
+    async def catch_up(self, after: int | None, first: connect.Snapshot | None = None) -> None:
         """
         Send what the client missed, oldest first, then ``sync.done``: every notification after
         ``after``, or without it the pending ones. At most INBOX['CATCHUP_MAX'] per sync; ``more``
-        tells the client to sync again from ``last_id``.
+        tells the client to sync again from ``last_id``. ``first``: the snapshot the connect read
+        (its first page read for this ``after``); without it, one is read here.
         """
         batch = inbox_setting("CATCHUP_BATCH")
         cap = inbox_setting("CATCHUP_MAX")
         pending = after is None
-        unread, newest, seq = await self._catchup_state()
+        if first is None:
+            first = await self._snapshot(after, None)
+        unread, newest, seq = first.unread, first.newest, first.top
+        rows = first.payloads
         # Pending mode: everything up to the newest id is accounted for (sent now, or delivered
         # before), so the client resumes from there next time.
         upto = newest if pending else None
         cursor, last_id, sent, more = after, (newest if pending else after), 0, False
         while True:
             limit = min(batch, cap - sent)
-            rows = await self._catchup_rows(cursor, limit, pending, upto)
+            if rows is None:
+                rows = await self._catchup_rows(cursor, limit, pending, upto)
             for payload in rows:
                 await self.send_text(protocol.catchup_frame(payload, unread))
             sent += len(rows)
@@ -236,26 +243,30 @@ class NotificationConsumer(FastPathConsumerMixin, AsyncJsonWebsocketConsumer):
                 if more and pending:
                     last_id = cursor
                 break
+            rows = None
         self.high_water = max(self.high_water, last_id)
         if sent:
-            unread, _, _ = await self._catchup_state()
-        # ``seq``: the journal step read before the rows; a client that loaded its list before
+            unread = await self._unread_count()
+        # ``seq``: the journal step read with the first page; a client that loaded its list before
         # connecting resumes from it with ``since`` (docs/feed.md, "The change journal").
         await self.send_text(protocol.sync_done_frame(last_id=last_id, unread=unread, more=more, seq=seq))
 
     # --- Resume by journal step (issue 21; docs/feed.md, "The change journal") -------------------
 
-    async def replay(self, since: int) -> bool:
+    async def replay(self, since: int, first: connect.Snapshot | None = None) -> bool:
         """
         Send every change of the user after journal step ``since``, in journal order, each once
         (a row as it is now, a removed row's tombstone), then ``sync.done`` with the step it
         reached in ``seq``. Pages of INBOX['CATCHUP_BATCH']; past INBOX['CATCHUP_MAX'] it stops at
         the end of a step, with ``more``. ``since`` below the journal's floor: ``sync.reset``.
         ``since`` beyond the user's journal: an error frame ``invalid_since``, and False.
+        ``first``: the snapshot the connect read; without it, one is read here.
         """
         batch = inbox_setting("CATCHUP_BATCH")
         cap = inbox_setting("CATCHUP_MAX")
-        floor, top, unread = await self._journal_state()
+        if first is None:
+            first = await self._snapshot(None, since)
+        floor, top, unread = first.floor, first.top, first.unread
         if since > top:
             exc = protocol.beyond_journal(since, top)
             await self.send_error(exc.code, exc.detail)
@@ -266,8 +277,10 @@ class NotificationConsumer(FastPathConsumerMixin, AsyncJsonWebsocketConsumer):
             self.replayed_upto = max(self.replayed_upto, top)
             return True
         cursor, sent, more, upto = (since, None), 0, False, None
+        page = ReplayPage.of(first.changes, since=since, unread=unread)  # the first page, read with the state
         while True:
-            page = await self._replay_page(since, cursor, batch, upto, unread)
+            if page is None:
+                page = await self._replay_page(since, cursor, batch, upto, unread)
             for frame in page.frames:
                 await self.send_text(frame)
             sent += page.count
@@ -279,18 +292,33 @@ class NotificationConsumer(FastPathConsumerMixin, AsyncJsonWebsocketConsumer):
                 break
             if sent >= cap and upto is None:
                 upto = cursor[0]  # finish this step (one step may span pages), then stop
+            page = None
         done = cursor[0] if upto is not None else max(top, cursor[0])
         self.high_water = max(self.high_water, done)
         self.replayed_upto = max(self.replayed_upto, done)
         if sent:
-            _, _, unread = await self._journal_state()
+            unread = await self._unread_count()
         await self.send_text(protocol.sync_done_frame(last_id=done, unread=unread, more=more, seq=done))
         return True
 
     @database_sync_to_async
-    def _journal_state(self) -> tuple[int, int, int]:
-        position = journal.position(self.user.pk)
-        return position.floor, position.top, selectors.notification_unread_count(user_id=self.user.pk)
+    def _snapshot(self, after: int | None, since: int | None) -> connect.Snapshot:
+        """
+        The user's state and the first page of a replay after journal step ``since`` or, without
+        it, of a catch-up after id ``after`` (the pending rows without either): the page
+        ``replay`` and ``catch_up`` would read first.
+        """
+        batch = inbox_setting("CATCHUP_BATCH")
+        if since is not None:
+            return connect.snapshot(self.user.pk, page=connect.JOURNAL, since=since, limit=batch)
+        limit = min(batch, inbox_setting("CATCHUP_MAX"))
+        if after is None:
+            return connect.snapshot(self.user.pk, page=connect.PENDING, limit=limit)
+        return connect.snapshot(self.user.pk, page=connect.AFTER, after=after, limit=limit)
+
+    @database_sync_to_async
+    def _unread_count(self) -> int:
+        return connect.unread_count(self.user.pk)
 
     @database_sync_to_async
     def _replay_page(self, since, cursor, limit, upto, unread) -> "ReplayPage":
@@ -300,14 +328,6 @@ class NotificationConsumer(FastPathConsumerMixin, AsyncJsonWebsocketConsumer):
     @database_sync_to_async
     def _replay_has_more(self, cursor) -> bool:
         return bool(journal.changes(self.user.pk, since=cursor[0], after_id=cursor[1], limit=1))
-
-    @database_sync_to_async
-    def _catchup_state(self) -> tuple[int, int, int]:
-        return (
-            selectors.notification_unread_count(user_id=self.user.pk),
-            selectors.notification_newest_id(user_id=self.user.pk),
-            journal.position(self.user.pk).top,
-        )
 
     @database_sync_to_async
     def _catchup_rows(self, after, limit, pending, upto) -> list[dict]:
