@@ -37,10 +37,10 @@ curl -fsS -X POST "$base/api/notifications/" -H "authorization: Bearer $svc" -H 
   -d '{"recipient":"alice","title":"Fresh clone works"}' >/dev/null
 curl -fsS "$base/api/notifications/unread-count/" -H "authorization: Bearer $alice" | grep -q '"unread":1' || { echo "alice did not get the notification"; exit 1; }
 for _ in $(seq 60); do
-  grep -q "path=inbox.fallback.tasks.push_fallback state=SUCCESSFUL" "$dir/run.log" && break
+  grep -q "path=inbox.fallback.tasks.push_fallbacks state=SUCCESSFUL" "$dir/run.log" && break
   sleep 1
 done
-grep -q "path=inbox.fallback.tasks.push_fallback state=SUCCESSFUL" "$dir/run.log" \
+grep -q "path=inbox.fallback.tasks.push_fallbacks state=SUCCESSFUL" "$dir/run.log" \
   || { cat "$dir/run.log"; echo "the fallbacks' worker did not run the send's Web Push task"; exit 1; }
 # Stopping make run (SIGTERM to its serve.py) stops daphne and the worker, both started from this clone.
 pkill -TERM -P "$pid" 2>/dev/null || true
