@@ -70,6 +70,13 @@ async def _markers(layer, key: str) -> tuple:
 async def _watch(layer) -> None:
     key = f"{layer.prefix}:inbox.layer-epoch"
     known: tuple | None = None
+    try:
+        # The markers as the first sockets joined: a Redis lost and back before the first check is a changed marker.
+        known = await wait_reply(_markers(layer, key), realtime_setting("SEND_TIMEOUT"))
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        pass  # the first check below closes the sockets
     while True:
         await asyncio.sleep(realtime_setting("LAYER_CHECK_SECONDS"))
         try:

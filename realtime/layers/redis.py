@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 from . import compat
 from .compat import MsgPackSerializer, RedisChannelLayer, create_pool
@@ -336,16 +337,25 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
         by_conn: dict[int, list[int]] = collections.defaultdict(list)
         for i, (group, _) in enumerate(messages):
             by_conn[self.consistent_hash(group)].append(i)
+        # A shard that fails drops its own groups' messages only: the others' still go, so a socket whose
+        # group is on a healthy shard gets no gap below what it receives next (its catch-up resumes
+        # after the highest id it holds). The first failure is raised once the rest is sent.
+        failure: BaseException | None = None
         members: list[list[str]] = [[] for _ in messages]
         cutoff = int(now) - self.group_expiry
         for index, positions in by_conn.items():
             conn = self.patient_connection(index)
-            for start in range(0, len(positions), 2000):
-                chunk = positions[start : start + 2000]
-                keys = [self._group_key(messages[i][0]) for i in chunk]
-                results = await wait_reply(conn.eval(MEMBERS_LUA, len(keys), *keys, cutoff), self.reply_timeout)
-                for i, result in zip(chunk, results):
-                    members[i] = [x.decode("utf8") for x in result]
+            try:
+                for start in range(0, len(positions), 2000):
+                    chunk = positions[start : start + 2000]
+                    keys = [self._group_key(messages[i][0]) for i in chunk]
+                    results = await wait_reply(conn.eval(MEMBERS_LUA, len(keys), *keys, cutoff), self.reply_timeout)
+                    for i, result in zip(chunk, results):
+                        members[i] = [x.decode("utf8") for x in result]
+            except (RedisError, OSError, asyncio.TimeoutError) as exc:
+                failure = failure or exc
+                for i in positions:
+                    members[i] = []
 
         # 2. Each message once per channel key it must reach, grouped by key in batch order.
         per_key_bodies: dict[str, list[dict]] = {}
@@ -397,10 +407,15 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
                     chunk = []
             if chunk:
                 chunks.append(chunk)
-            for chunk in chunks:
-                keys = [item[0] for item in chunk]
-                args = [item[1] for item in chunk] + [item[2] for item in chunk] + [item[3] for item in chunk]
-                args += [item[4] for item in chunk]
-                args.append(int(self.expiry))
-                dropped += int(await wait_reply(conn.eval(PUSH_LUA, len(keys), *keys, *args), self.reply_timeout))
+            try:
+                for chunk in chunks:
+                    keys = [item[0] for item in chunk]
+                    args = [item[1] for item in chunk] + [item[2] for item in chunk] + [item[3] for item in chunk]
+                    args += [item[4] for item in chunk]
+                    args.append(int(self.expiry))
+                    dropped += int(await wait_reply(conn.eval(PUSH_LUA, len(keys), *keys, *args), self.reply_timeout))
+            except (RedisError, OSError, asyncio.TimeoutError) as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
         return dropped
