@@ -47,4 +47,4 @@ HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request; ur
 # which the client writes. The application reads the proxy headers itself, trusting only what
 # INBOX_NUM_PROXIES proxies appended (the client address of the rate limits) and, behind one, the
 # proxy's X-Forwarded-Proto (DJANGO_SECURE_PROXY_SSL_HEADER): README, Deployment.
-CMD ["python", "scripts/serve.py", "daphne", "--bind", "0.0.0.0", "--port", "8000", "notifications_site.asgi:application"]
+CMD ["python", "scripts/serve.py", "daphne", "--bind", "0.0.0.0", "--port", "8000", "--websocket_connect_timeout", "30", "notifications_site.asgi:application"]

@@ -25,7 +25,7 @@ run: $(VENV)/.installed-run
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py inbox_demo --if-demo
 	@echo "Inbox: open http://$(HOST):$(PORT)/  (admin: http://$(HOST):$(PORT)/admin/, API docs: http://$(HOST):$(PORT)/api/docs/)"
-	exec $(PY) scripts/serve.py $(VENV)/bin/daphne -b $(HOST) -p $(PORT) notifications_site.asgi:application
+	exec $(PY) scripts/serve.py $(VENV)/bin/daphne -b $(HOST) -p $(PORT) --websocket_connect_timeout 30 notifications_site.asgi:application
 
 ## Install the test dependencies, check the import rule (.importlinter), and run the whole suite
 ## (pytest's "no tests" exit code 5 is a failure).

@@ -225,10 +225,11 @@ class Stack:
         kind = kind or self.kind
         if kind == "daphne":
             # -v 0: no access log (daphne logs every request to stdout at verbosity 1).
-            return [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port), app]
+            # --websocket_connect_timeout 30: as the image (a reconnect storm waits for its turn, realtime/admission.py).
+            return [sys.executable, "-m", "daphne", "-v", "0", "--websocket_connect_timeout", "30", "-b", "127.0.0.1", "-p", str(port), app]
         if kind == "serve":
             return [sys.executable, str(ROOT / "scripts" / "serve.py"), sys.executable, "-m", "daphne", "-v", "0",
-                    "-b", "127.0.0.1", "-p", str(port), app]
+                    "--websocket_connect_timeout", "30", "-b", "127.0.0.1", "-p", str(port), app]
         if kind == "granian":  # a substrate measured for issue 22 (not in requirements.txt: pip install granian)
             return [str(Path(sys.executable).parent / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
                     "--workers", "1", "--loop", "uvloop", "--log-level", "warning", "--no-access-log", app]

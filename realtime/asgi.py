@@ -13,7 +13,8 @@ A host project puts it in its own router::
     application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": inbox_websocket()})
 
 ``inbox_websocket()`` is the Origin check (realtime/origin.py: ALLOWED_HOSTS and
-INBOX["ALLOWED_ORIGINS"]), then authentication, then the route (realtime/routing.py):
+INBOX["ALLOWED_ORIGINS"]), then the socket's turn to connect (realtime/admission.py: a few at a
+time per process), then authentication, then the route (realtime/routing.py):
 
 - a token on the handshake (the ``["bearer", "<access>"]`` subprotocol pair or ``?token=``) is
   checked by realtime/auth.py: Inbox's own JWTs, the host's simplejwt tokens (same signing key), and
@@ -34,6 +35,7 @@ from django.apps import apps
 from channels.routing import URLRouter
 
 from . import publisher
+from .admission import ConnectGate
 from .auth import JWTAuthMiddleware, token_from_scope
 from .origin import AllowedHostsOriginValidator
 from .routing import websocket_urls
@@ -71,7 +73,7 @@ def inbox_websocket(*, prefix: str = "", session: bool | None = None, urlpattern
     if session is None:
         session = apps.is_installed("django.contrib.sessions")
     routes = urlpatterns if urlpatterns is not None else websocket_urls(prefix)
-    app = AllowedHostsOriginValidator(TokenOrSessionAuthMiddleware(URLRouter(routes), session=session))
+    app = AllowedHostsOriginValidator(ConnectGate(TokenOrSessionAuthMiddleware(URLRouter(routes), session=session)))
 
     async def application(scope, receive, send):
         # Fan-out sends from this server's event loop from now on (realtime/publisher.py).

@@ -24,6 +24,9 @@ DEFAULTS: dict[str, Any] = {
     # Open sockets per user, counted across server processes by the channel layer; one more is
     # closed with 4408 right after it opens. 0: no cap.
     "MAX_SOCKETS_PER_USER": 50,
+    # Sockets of one server process that join, read the database and catch up at the same time;
+    # the others wait their turn, open (realtime/admission.py). 0: no limit.
+    "CONNECT_CONCURRENCY": 16,
     # --- The channel layer ---
     # A fan-out batch (or a group join) that Redis does not take within this many seconds is given
     # up and logged; clients recover it by catch-up.

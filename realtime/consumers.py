@@ -27,11 +27,12 @@ from inbox.conf import inbox_setting
 from inbox.payloads import notification_payload
 from inbox.store import connect, journal
 
-from . import protocol, publisher, watchdog
+from . import admission, protocol, publisher, watchdog
 from .auth import BEARER, DATABASE_UNAVAILABLE, still_valid
 from .conf import realtime_setting
 from .fastpath import FastPathConsumerMixin
 from .layers.membership import join_counting
+from .layers.replies import wait_reply
 from .protocol import (
     CLOSE_BAD_REQUEST,
     CLOSE_LAYER_FAILED,
@@ -78,6 +79,12 @@ class NotificationConsumer(FastPathConsumerMixin, AsyncJsonWebsocketConsumer):
     # --- Connection lifecycle -------------------------------------------------------------------
 
     async def connect(self) -> None:
+        try:
+            await self._connect()
+        finally:
+            admission.end_turn(self.scope)  # the next socket's turn (realtime/admission.py)
+
+    async def _connect(self) -> None:
         self.user = self.scope.get("user")
         self.token_exp = self.scope.get("token_exp")
         self.group = None
@@ -121,7 +128,7 @@ class NotificationConsumer(FastPathConsumerMixin, AsyncJsonWebsocketConsumer):
         # A live socket re-joins every GROUP_REFRESH_SECONDS: older members are gone sockets.
         fresh_within = realtime_setting("GROUP_REFRESH_SECONDS") + 60
         try:
-            sockets = await asyncio.wait_for(
+            sockets = await wait_reply(  # bounded by Redis' time, not by a busy loop's
                 join_counting(self.channel_layer, group, self.channel_name, fresh_within=fresh_within),
                 realtime_setting("SEND_TIMEOUT"),
             )

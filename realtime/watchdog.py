@@ -62,8 +62,11 @@ async def _markers(layer, key: str) -> tuple:
     values = []
     for index in range(layer.ring_size):
         conn = layer.patient_connection(index) if patient else layer.connection(index)
-        await conn.set(key, uuid.uuid4().hex, nx=True)
-        values.append(await conn.get(key))
+        # One round trip per shard: each is a few turns of a loop that may be busy.
+        pipe = conn.pipeline(transaction=False)
+        pipe.set(key, uuid.uuid4().hex, nx=True)
+        pipe.get(key)
+        values.append((await pipe.execute())[1])
     return tuple(values)
 
 

@@ -257,12 +257,13 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
     async def group_add_counting(self, group: str, channel: str, *, since: float) -> int:
         """
         ``group_add``, and the group's members that joined (or re-joined) after ``since`` (a Unix
-        time), this one included: one round trip, so every server process counts the same set.
+        time), this one included: one round trip, so every server process counts the same set. Through the
+        patient client: the caller bounds it with wait_reply() (a busy loop is not a slow Redis).
         """
         assert self.require_valid_group_name(group), "Group name not valid"
         assert self.require_valid_channel_name(channel), "Channel name not valid"
         key = self._group_key(group)
-        pipe = self.connection(self.consistent_hash(group)).pipeline(transaction=False)
+        pipe = self.patient_connection(self.consistent_hash(group)).pipeline(transaction=False)
         pipe.zadd(key, {channel: time.time()})
         pipe.expire(key, self.group_expiry)
         pipe.zcount(key, since, "+inf")

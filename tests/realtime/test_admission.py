@@ -1,0 +1,73 @@
+"""
+A reconnect storm takes turns (realtime/admission.py; bench/JOURNAL.md, finding 66): at most
+REALTIME["CONNECT_CONCURRENCY"] sockets of a process authenticate, join and catch up at once, the
+others wait for their turn and lose nothing, and a socket refused on its turn gives it back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from realtime.consumers import NotificationConsumer
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def connect_limit(settings):
+    def set_limit(n: int) -> None:
+        settings.REALTIME = {**getattr(settings, "REALTIME", {}), "CONNECT_CONCURRENCY": n}
+
+    return set_limit
+
+
+@contextlib.contextmanager
+def connects_in_flight(monkeypatch):
+    """How many sockets were inside the consumer's connect at once, at most (each takes 20 ms)."""
+    seen = {"now": 0, "max": 0}
+    original = NotificationConsumer._connect
+
+    async def slow_connect(self):
+        seen["now"] += 1
+        seen["max"] = max(seen["max"], seen["now"])
+        try:
+            await asyncio.sleep(0.02)  # a connect that takes a while, as on a loaded server
+            await original(self)
+        finally:
+            seen["now"] -= 1
+
+    monkeypatch.setattr(NotificationConsumer, "_connect", slow_connect)
+    yield seen
+
+
+async def test_sockets_connecting_together_take_turns_and_each_catches_up(ws, send, alice, connect_limit, monkeypatch):
+    connect_limit(2)
+    await send(alice, title="while away")
+    with connects_in_flight(monkeypatch) as seen:
+        socks = await asyncio.gather(*(ws(alice, after=0) for _ in range(8)))
+        results = await asyncio.gather(*(sock.until_sync_done(timeout=5) for sock in socks))
+    assert seen["max"] == 2
+    for frames, done in results:
+        assert [f["notification"]["title"] for f in frames] == ["while away"]
+        assert done["unread"] == 1
+
+
+async def test_without_a_limit_every_socket_connects_at_once(ws, alice, connect_limit, monkeypatch):
+    connect_limit(0)
+    with connects_in_flight(monkeypatch) as seen:
+        socks = await asyncio.gather(*(ws(alice) for _ in range(8)))
+        await asyncio.gather(*(sock.until_sync_done(timeout=5) for sock in socks))
+    assert seen["max"] == 8
+
+
+async def test_a_socket_refused_on_its_turn_gives_the_turn_back(ws, alice, connect_limit):
+    connect_limit(1)
+    for _ in range(3):
+        refused = await ws(token="not-a-token")
+        assert await refused.close_code() == 4401
+    sock = await ws(alice)
+    _, done = await sock.until_sync_done()
+    assert done["type"] == "sync.done"
