@@ -159,14 +159,18 @@ class Pool:
             **kwargs,
         )
         frames = []
-        while True:
-            raw = await asyncio.wait_for(ws.recv(), timeout)
-            if on_frame is not None:
-                on_frame(idx, raw, time.time())
-            frame = orjson.loads(raw)
-            if frame.get("type") == "sync.done":
-                break
-            frames.append(frame)
+        try:
+            while True:
+                raw = await asyncio.wait_for(ws.recv(), timeout)
+                if on_frame is not None:
+                    on_frame(idx, raw, time.time())
+                frame = orjson.loads(raw)
+                if frame.get("type") == "sync.done":
+                    break
+                frames.append(frame)
+        except Exception:
+            await ws.close()  # no sync.done in time, or closed before it: no socket left open behind the error
+            raise
         elapsed = time.perf_counter() - t0
         sock = Sock(idx, ws, sync=frame)
         return sock, frames, elapsed

@@ -325,10 +325,10 @@ def http_topology(args) -> str:
 # --- Table ---------------------------------------------------------------------------------------
 
 
-def check(key: str, value) -> str:
-    if key not in TARGETS:
+def check(key: str, value, targets: dict = TARGETS) -> str:
+    if key not in targets:
         return ""
-    op, target = TARGETS[key]
+    op, target = targets[key]
     if value is None:
         return f"{op} {target:,}  FAIL (not reached)"
     ok = {"<=": value <= target, ">=": value >= target, "<": value < target, "==": value == target}[op]
@@ -470,6 +470,35 @@ def run_peer_side(args, sizes, scenarios, pg, workdir, inbox_results) -> dict:
     return doc
 
 
+def server_env(args, secret_key: str, redis_url: str) -> dict:
+    """
+    The servers' environment (bench/README.md, "Server environment"): this process's, the bench's
+    settings over it, then ``--server-env``. bench/scale.py starts its servers with the same.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in {"DJANGO_ALLOW_ASYNC_UNSAFE"}}
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": args.settings,
+            "DJANGO_DEBUG": "0",
+            "DJANGO_SECRET_KEY": secret_key,
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "DATABASE_URL": args.database_url,
+            "REDIS_URL": redis_url,
+            "INBOX_THROTTLE_SEND": "1000000/s",
+            "INBOX_THROTTLE_READ": "1000000/s",
+            "INBOX_THROTTLE_AUTH": "1000000/s",
+            "REDIS_MAX_CONNECTIONS": "20000",
+            "LOG_LEVEL": "WARNING",
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": str(ROOT) + os.pathsep + str(HERE),
+        }
+    )
+    for item in args.server_env:
+        k, _, v = item.partition("=")
+        env[k] = v
+    return env
+
+
 def run_inbox(args, sizes, scenarios, secret_key, pg, workdir) -> dict:
     from stack import PrivateRedis, Stack
 
@@ -512,27 +541,7 @@ def run_inbox(args, sizes, scenarios, secret_key, pg, workdir) -> dict:
 
     redis_lib.Redis.from_url(redis_url).flushdb()
 
-    env = {k: v for k, v in os.environ.items() if k not in {"DJANGO_ALLOW_ASYNC_UNSAFE"}}
-    env.update(
-        {
-            "DJANGO_SETTINGS_MODULE": args.settings,
-            "DJANGO_DEBUG": "0",
-            "DJANGO_SECRET_KEY": secret_key,
-            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "DATABASE_URL": args.database_url,
-            "REDIS_URL": redis_url,
-            "INBOX_THROTTLE_SEND": "1000000/s",
-            "INBOX_THROTTLE_READ": "1000000/s",
-            "INBOX_THROTTLE_AUTH": "1000000/s",
-            "REDIS_MAX_CONNECTIONS": "20000",
-            "LOG_LEVEL": "WARNING",
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": str(ROOT) + os.pathsep + str(HERE),
-        }
-    )
-    for item in args.server_env:
-        k, _, v = item.partition("=")
-        env[k] = v
+    env = server_env(args, secret_key, redis_url)
     stack = Stack(args.server, args.workers, env, workdir, http_kind=args.http_server, http_workers=args.http_workers)
     print(f"starting {args.workers} {args.server} process(es){http_topology(args)}, redis {redis_url} ...", flush=True)
     started = dt.datetime.now(dt.timezone.utc)
