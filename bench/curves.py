@@ -27,9 +27,7 @@ curves-latest-quick.json only). See bench/README.md, "Growth curves".
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
-import json
 import os
 import secrets
 import sys
@@ -44,8 +42,8 @@ sys.path.insert(0, str(HERE))
 import orjson  # noqa: E402
 
 import run as bench  # noqa: E402  (bench/run.py: the stack's setup and environment, users, tokens, machine info)
-from loadgen import Pool, percentile, run_requests, summary_ms  # noqa: E402
-from scenarios import SEND_PATH, Context, close_conns, ms, wait_for_count  # noqa: E402
+from loadgen import Pool, percentile, run_async, run_requests, summary_ms  # noqa: E402
+from scenarios import SEND_PATH, Context, close_conns, first_arrivals, ms, wait_for_count  # noqa: E402
 
 CURVES = ["inbox-size", "bulk"]
 FULL = {"sizes": [1_000, 10_000, 100_000, 1_000_000, 10_000_000], "requests": 300,
@@ -262,18 +260,7 @@ async def bulk_point(ctx: Context, pool: Pool, N: int, R: int) -> dict:
     meter.start()
     for _ in range(R):
         key = secrets.token_hex(4)
-        recv: dict[int, float] = {}
-        state = {"dup": 0}
-
-        def on_frame(idx, raw, t, key=key, recv=recv, state=state):
-            if key not in raw:
-                return
-            if idx in recv:
-                state["dup"] += 1
-            else:
-                recv[idx] = t
-
-        pool.handler = on_frame
+        pool.handler, recv, state = first_arrivals(key)
         t0 = time.time()
         body = orjson.dumps({"recipients": recipients, "title": "bench curve bulk", "category": BULK_CATEGORY,
                              "data": {"t": t0, "k": key}})
@@ -358,20 +345,14 @@ BULK_COLUMNS = [("recipients", "recipients"), ("request_p50_ms", "request p50"),
                 ("lost", "lost"), ("duplicated", "duplicated")]
 
 
-def render_table(points: list[dict], columns: list[tuple[str, str]]) -> str:
-    lines = ["| " + " | ".join(label for _, label in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(bench.fmt(p.get(key)) for key, _ in columns) + " |" for p in points]
-    return "\n".join(lines)
-
-
 def render_tables(results: dict) -> str:
     parts = []
     if "inbox_size" in results:
         parts.append("Inbox size (ms; REST = the send's round trip, e2e = request start -> frame received)\n"
-                     + render_table(results["inbox_size"], INBOX_COLUMNS))
+                     + bench.column_table(results["inbox_size"], INBOX_COLUMNS))
     if "bulk" in results:
         parts.append("Bulk sends (ms; all delivered = request start -> the last recipient's frame)\n"
-                     + render_table(results["bulk"], BULK_COLUMNS))
+                     + bench.column_table(results["bulk"], BULK_COLUMNS))
     return "\n\n".join(parts)
 
 
@@ -382,23 +363,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     nofile = bench.raise_nofile()
     secret_key = "bench-" + secrets.token_urlsafe(40)
-    from stack import PrivatePostgres
-
-    pg = None
-    if not args.database_url:
-        pg = PrivatePostgres(Path(args.pg_datadir)).start()
-        args.database_url = pg.url
-        print(f"private PostgreSQL on port {pg.port} ({args.pg_datadir})", flush=True)
-    try:
+    with bench.private_database(args) as pg:
         doc = run(args, secret_key, pg, nofile, argv)
-    finally:
-        if pg is not None:
-            pg.stop()
     return report(args, doc)
 
 
 def run(args, secret_key: str, pg, nofile: int, argv) -> dict:
-    from stack import PrivateRedis, Stack, make_workdir
+    from stack import Stack, make_workdir
 
     workdir = make_workdir()
     bench.ensure_database(args.database_url)
@@ -415,15 +386,7 @@ def run(args, secret_key: str, pg, nofile: int, argv) -> dict:
     sender_token = bench.mint_tokens([sender])[0]
     connection.close()
 
-    redis_srv = None
-    if args.redis_url:
-        redis_url = args.redis_url
-    else:
-        redis_srv = PrivateRedis(workdir).start()
-        redis_url = redis_srv.url
-    import redis as redis_lib
-
-    redis_lib.Redis.from_url(redis_url).flushdb()
+    redis_srv, redis_url = bench.start_redis(args, workdir)
     stack = Stack(args.server, args.workers, bench.server_env(args, secret_key, redis_url), workdir,
                   http_kind=args.http_server, http_workers=args.http_workers)
     print(f"starting {args.workers} {args.server} process(es){bench.http_topology(args)}, redis {redis_url} ...", flush=True)
@@ -432,18 +395,8 @@ def run(args, secret_key: str, pg, nofile: int, argv) -> dict:
     try:
         stack.start()
         print(f"servers on ports {stack.ports} (pids {stack.pids}); logs in {workdir}", flush=True)
-        ctx = Context(
-            args=args, sizes={}, stack=stack, redis_url=redis_url, redis_pids=(lambda: redis_srv.pids) if redis_srv else (lambda: []),
-            dbname=args.database_url.rsplit("/", 1)[1], user_ids=[u.id for u in users], tokens=tokens,
-            sender_token=sender_token, max_id=bench.max_notification_id, count_stored=bench.count_stored,
-            pg_cpu=pg.cpu_seconds if pg else None, pg_backends=pg.backends if pg else None,
-        )
-        try:
-            import uvloop
-
-            results = uvloop.run(measure(ctx, args, inbox, sender.id))
-        except ImportError:
-            results = asyncio.run(measure(ctx, args, inbox, sender.id))
+        ctx = bench.scenario_context(args, {}, stack, redis_srv, redis_url, pg, users, tokens, sender_token)
+        results = run_async(measure(ctx, args, inbox, sender.id))
     finally:
         stack.stop()
         if redis_srv:
@@ -454,10 +407,7 @@ def run(args, secret_key: str, pg, nofile: int, argv) -> dict:
         "command": "python bench/curves.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "git": commit, "note": args.note,
         "machine": info | {"loadavg_end": [round(x, 2) for x in os.getloadavg()]},
-        "stack": {"server": args.server, "workers": args.workers, "http_server": args.http_server if args.http_workers else "",
-                  "http_workers": args.http_workers, "settings": args.settings, "redis": "private" if redis_srv else redis_url,
-                  "postgres": "private cluster (defaults, max_connections=1000, shared_buffers=256MB)" if pg
-                  else args.database_url.rsplit("@", 1)[-1], "server_env": args.server_env, "nofile": nofile},
+        "stack": bench.stack_info(args, "private" if redis_srv else redis_url, pg, nofile),
         "mode": "quick" if args.quick else "full",
         "sizes": {"inbox_rows": args.sizes, "requests": args.requests, "concurrency": args.concurrency,
                   "recipients": args.recipients, "bulk_requests": args.bulk_requests},
@@ -473,17 +423,12 @@ def report(args, doc: dict) -> int:
           f"git {doc['git']}, {info['cores']} cores {info['cpu']}, load avg at start {info['loadavg_start']}")
     print(doc["table_markdown"])
     if not args.no_save:
-        out = Path(args.output)
-        out.mkdir(parents=True, exist_ok=True)
         if args.quick:
-            written = [out / "curves-latest-quick.json"]
+            names = ["curves-latest-quick.json"]
         else:
             stamp = dt.datetime.fromisoformat(doc["started"]).strftime("%Y-%m-%dT%H%M%SZ")
-            written = [out / "curves-latest.json", out / f"{stamp}-curves.json"]
-        text = json.dumps(doc, indent=2, default=str)
-        for path in written:
-            path.write_text(text)
-        print("\nwrote " + ", ".join(str(p) for p in written))
+            names = ["curves-latest.json", f"{stamp}-curves.json"]
+        bench.write_results(args.output, doc, names)
     return 0
 
 

@@ -310,3 +310,13 @@ async def run_requests(
     t0 = time.perf_counter()
     await asyncio.gather(*(worker(c) for c in conns))
     return latencies, statuses, errors, time.perf_counter() - t0
+
+
+def run_async(coro):
+    """Run ``coro`` to its end on uvloop (about twice the throughput of asyncio's loop), or on asyncio's without it."""
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:
+        return asyncio.run(coro)

@@ -106,7 +106,15 @@ def latency_scale(ax, series: list[list[float]]) -> str:
     return ""
 
 
-def save(fig, out: Path, name: str) -> Path:
+def plot(doc: dict, key: str, x: str, draw, out: Path, name: str) -> Path:
+    """
+    One PNG of the points ``doc[key]`` against their ``x``: ``draw(ax, xs, points)`` draws the
+    curves, then the footnote names the run; written to ``out / name``.
+    """
+    points = doc[key]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    draw(ax, values(points, x), points)
+    footnote(fig, doc)
     fig.subplots_adjust(bottom=0.2)
     path = out / name
     fig.savefig(path, dpi=120)
@@ -114,10 +122,7 @@ def save(fig, out: Path, name: str) -> Path:
     return path
 
 
-def plot_sockets(doc: dict, out: Path) -> Path:
-    levels = doc["levels"]
-    xs = values(levels, "sockets")
-    fig, ax = plt.subplots(figsize=(8, 5))
+def draw_sockets(ax, xs: list[float], levels: list[dict]) -> None:
     delivered = values(levels, "delivered_per_s")
     ax.plot(xs, delivered, "o-", color="tab:blue", label="delivered/s")
     mark_losses(ax, xs, delivered, levels, ("lost", "duplicated"))
@@ -133,14 +138,9 @@ def plot_sockets(doc: dict, out: Path) -> Path:
     handles = ax.get_legend_handles_labels()[0] + lat.get_legend_handles_labels()[0]
     ax.legend(handles, [h.get_label() for h in handles], loc="upper left", fontsize=8)
     ax.set_title("Directed sends: delivered/s and end-to-end p99 against sockets online")
-    footnote(fig, doc)
-    return save(fig, out, "growth-sockets.png")
 
 
-def plot_inbox_size(doc: dict, out: Path) -> Path:
-    points = doc["inbox_size"]
-    xs = values(points, "rows")
-    fig, ax = plt.subplots(figsize=(8, 5))
+def draw_inbox_size(ax, xs: list[float], points: list[dict]) -> None:
     series = []
     for key, label, color in (("rest", "send: REST round trip", "tab:blue"), ("e2e", "send: end-to-end (request -> frame)", "tab:red"),
                               ("list", "list: first page", "tab:green"), ("unread", "unread count", "tab:purple")):
@@ -157,14 +157,9 @@ def plot_inbox_size(doc: dict, out: Path) -> Path:
     first = points[0]
     ax.set_title(f"One user's inbox: latencies against its size ({first.get('requests')} requests each, "
                  f"{first.get('concurrency')} in flight)", fontsize=11)
-    footnote(fig, doc)
-    return save(fig, out, "growth-inbox-size.png")
 
 
-def plot_bulk(doc: dict, out: Path) -> Path:
-    points = doc["bulk"]
-    xs = values(points, "recipients")
-    fig, ax = plt.subplots(figsize=(8, 5))
+def draw_bulk(ax, xs: list[float], points: list[dict]) -> None:
     series = []
     for key, label, color in (("request", "request (201 answered)", "tab:blue"),
                               ("all_delivered", "every recipient's socket has it", "tab:red")):
@@ -179,8 +174,6 @@ def plot_bulk(doc: dict, out: Path) -> Path:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(f"Bulk sends: time against recipients ({points[0].get('requests')} sends each, one at a time)")
-    footnote(fig, doc)
-    return save(fig, out, "growth-bulk.png")
 
 
 def main(argv=None) -> int:
@@ -189,18 +182,18 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     scale, curves = load(args.scale), load(args.curves)
     jobs = [
-        ("growth-sockets.png", scale, args.scale, "levels", plot_sockets),
-        ("growth-inbox-size.png", curves, args.curves, "inbox_size", plot_inbox_size),
-        ("growth-bulk.png", curves, args.curves, "bulk", plot_bulk),
+        ("growth-sockets.png", scale, args.scale, "levels", "sockets", draw_sockets),
+        ("growth-inbox-size.png", curves, args.curves, "inbox_size", "rows", draw_inbox_size),
+        ("growth-bulk.png", curves, args.curves, "bulk", "recipients", draw_bulk),
     ]
     written = 0
-    for name, doc, path, key, plot in jobs:
+    for name, doc, path, key, x, draw in jobs:
         if doc is None:
             print(f"skipped {name}: {path} does not exist")
         elif not doc.get(key):
             print(f"skipped {name}: {path} has no {key!r}")
         else:
-            print(f"wrote {plot(doc, out)}")
+            print(f"wrote {plot(doc, key, x, draw, out, name)}")
             written += 1
     return 0 if written else 1
 

@@ -14,7 +14,7 @@ See bench/README.md for what each scenario measures.
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -322,6 +322,78 @@ def http_topology(args) -> str:
     return f" (WebSockets) + {args.http_workers} x {args.http_server} (REST API)"
 
 
+@contextlib.contextmanager
+def private_database(args, keep: bool = False):
+    """
+    A private PostgreSQL cluster in ``--pg-datadir`` unless ``--database-url`` names a database:
+    ``args.database_url`` then points at it, and it stops on the way out (not with ``keep``).
+    Yields the cluster (stack.PrivatePostgres), or None with ``--database-url``.
+    bench/scale.py and bench/curves.py start theirs with the same.
+    """
+    from stack import PrivatePostgres
+
+    if args.database_url:
+        yield None
+        return
+    pg = PrivatePostgres(Path(args.pg_datadir)).start()
+    args.database_url = pg.url
+    print(f"private PostgreSQL on port {pg.port} ({args.pg_datadir})", flush=True)
+    try:
+        yield pg
+    finally:
+        if not keep:
+            pg.stop()
+
+
+def start_redis(args, workdir: Path):
+    """
+    ``--redis-url``, or a private redis-server started in ``workdir``; its db is flushed. Returns
+    (the private server or None, the URL). The caller stops the server.
+    """
+    import redis as redis_lib
+    from stack import PrivateRedis
+
+    redis_srv = None
+    if args.redis_url:
+        redis_url = args.redis_url
+    else:
+        redis_srv = PrivateRedis(workdir).start()
+        redis_url = redis_srv.url
+    redis_lib.Redis.from_url(redis_url).flushdb()
+    return redis_srv, redis_url
+
+
+def scenario_context(args, sizes: dict, stack, redis_srv, redis_url: str, pg, users, tokens: list[str], sender_token: str):
+    """The scenarios' view of the running stack (scenarios.Context); bench/curves.py measures with the same."""
+    import scenarios as sc
+
+    return sc.Context(
+        args=args, sizes=sizes, stack=stack, redis_url=redis_url, redis_pids=(lambda: redis_srv.pids) if redis_srv else (lambda: []),
+        dbname=args.database_url.rsplit("/", 1)[1], user_ids=[u.id for u in users], tokens=tokens,
+        sender_token=sender_token, max_id=max_notification_id, count_stored=count_stored,
+        pg_cpu=pg.cpu_seconds if pg else None, pg_backends=pg.backends if pg else None,
+    )
+
+
+def stack_info(args, redis: str, pg, nofile: int) -> dict:
+    """The results' "stack": the servers, their settings and environment, Redis and PostgreSQL."""
+    return {"server": args.server, "workers": args.workers, "http_server": args.http_server if args.http_workers else "",
+            "http_workers": args.http_workers, "settings": args.settings, "redis": redis,
+            "postgres": "private cluster (defaults, max_connections=1000, shared_buffers=256MB)" if pg
+            else args.database_url.rsplit("@", 1)[-1], "server_env": args.server_env, "nofile": nofile}
+
+
+def write_results(output: str, doc: dict, names: list[str]) -> None:
+    """The results as JSON in the directory ``output``, once under each of ``names``; prints the paths."""
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(doc, indent=2, default=str)
+    written = [out / name for name in names]
+    for path in written:
+        path.write_text(text)
+    print("\nwrote " + ", ".join(str(p) for p in written))
+
+
 # --- Table ---------------------------------------------------------------------------------------
 
 
@@ -343,6 +415,29 @@ def fmt(v) -> str:
     if isinstance(v, int):
         return f"{v:,}"
     return str(v)
+
+
+def metric_rows(part: str, r: dict, rows: list[tuple[str, str]], targets: dict = TARGETS) -> list[str]:
+    """The table rows ``| part | label | value | verdict |`` of one scenario's (or part's) figures ``r``."""
+    return [f"| {part} | {label} | {fmt(r.get(key))} | {check(f'{part}.{key}', r.get(key), targets)} |" for key, label in rows]
+
+
+def column_table(points: list[dict], columns: list[tuple[str, str]]) -> str:
+    """A table of one row per point (a level, a size) and one column per (key, label)."""
+    lines = ["| " + " | ".join(label for _, label in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(p.get(key)) for key, _ in columns) + " |" for p in points]
+    return "\n".join(lines)
+
+
+def verdicts(parts: dict, targets: dict = TARGETS) -> dict:
+    """Each target of a part that ran: its value, the target, and whether it passed."""
+    out = {}
+    for key, (op, target) in targets.items():
+        part, metric = key.split(".")
+        if parts.get(part):
+            value = parts[part].get(metric)
+            out[key] = {"value": value, "target": f"{op} {target}", "pass": check(key, value, targets).endswith("PASS")}
+    return out
 
 
 ROWS = {
@@ -396,8 +491,7 @@ def render_table(results: dict) -> str:
         r = results.get(name)
         if r is None:
             continue
-        for key, label in ROWS[name]:
-            lines.append(f"| {name} | {label} | {fmt(r.get(key))} | {check(f'{name}.{key}', r.get(key))} |")
+        lines += metric_rows(name, r, ROWS[name])
         cpu = r.get("cpu") or {}
         if cpu:
             lines.append(
@@ -426,19 +520,8 @@ def main(argv=None) -> int:
     scenarios = [s for s in ALL_SCENARIOS if s in args.scenarios]
     nofile = raise_nofile()
     secret_key = "bench-" + secrets.token_urlsafe(40)
-
-    from stack import PrivatePostgres
-
-    pg = None
-    if not args.database_url:
-        pg = PrivatePostgres(Path(args.pg_datadir)).start()
-        args.database_url = pg.url
-        print(f"private PostgreSQL on port {pg.port} ({args.pg_datadir})", flush=True)
-    try:
+    with private_database(args, keep=args.keep_stack) as pg:
         return run(args, sizes, scenarios, nofile, secret_key, pg, argv)
-    finally:
-        if pg is not None and not args.keep_stack:
-            pg.stop()
 
 
 def run(args, sizes, scenarios, nofile, secret_key, pg, argv) -> int:
@@ -500,7 +583,8 @@ def server_env(args, secret_key: str, redis_url: str) -> dict:
 
 
 def run_inbox(args, sizes, scenarios, secret_key, pg, workdir) -> dict:
-    from stack import PrivateRedis, Stack
+    from loadgen import run_async
+    from stack import Stack
 
     ensure_database(args.database_url)
     django_setup(args, secret_key)
@@ -531,16 +615,7 @@ def run_inbox(args, sizes, scenarios, secret_key, pg, workdir) -> dict:
 
     connection.close()  # no idle connection of ours during the measurements
 
-    redis_srv = None
-    if args.redis_url:
-        redis_url = args.redis_url
-    else:
-        redis_srv = PrivateRedis(workdir).start()
-        redis_url = redis_srv.url
-    import redis as redis_lib
-
-    redis_lib.Redis.from_url(redis_url).flushdb()
-
+    redis_srv, redis_url = start_redis(args, workdir)
     env = server_env(args, secret_key, redis_url)
     stack = Stack(args.server, args.workers, env, workdir, http_kind=args.http_server, http_workers=args.http_workers)
     print(f"starting {args.workers} {args.server} process(es){http_topology(args)}, redis {redis_url} ...", flush=True)
@@ -552,18 +627,8 @@ def run_inbox(args, sizes, scenarios, secret_key, pg, workdir) -> dict:
         print(f"servers on ports {stack.ports} (HTTP {stack.http_ports}; pids {stack.pids}); logs in {workdir}", flush=True)
         import scenarios as sc
 
-        ctx = sc.Context(
-            args=args, sizes=sizes, stack=stack, redis_url=redis_url, redis_pids=(lambda: redis_srv.pids) if redis_srv else (lambda: []),
-            dbname=args.database_url.rsplit("/", 1)[1], user_ids=[u.id for u in users], tokens=tokens,
-            sender_token=sender_token, max_id=max_notification_id, count_stored=count_stored,
-            pg_cpu=pg.cpu_seconds if pg else None, pg_backends=pg.backends if pg else None,
-        )
-        try:
-            import uvloop  # the load generator's loop: about twice the throughput of asyncio's
-
-            results = uvloop.run(sc.run_all(ctx, scenarios))
-        except ImportError:
-            results = asyncio.run(sc.run_all(ctx, scenarios))
+        ctx = scenario_context(args, sizes, stack, redis_srv, redis_url, pg, users, tokens, sender_token)
+        results = run_async(sc.run_all(ctx, scenarios))
     finally:
         if args.keep_stack:
             print(f"--keep-stack: servers still running, pids {stack.pids}, redis pid {redis_srv.pids if redis_srv else '-'}")
@@ -580,13 +645,7 @@ def report(args, sizes, scenarios, nofile, pg, argv, inbox, peer_doc) -> int:
     finished = dt.datetime.now(dt.timezone.utc)
 
     table = render_table(results)
-    targets = {}
-    for key in TARGETS:
-        name, metric = key.split(".")
-        if name in results:
-            verdict = check(key, results[name].get(metric))
-            targets[key] = {"value": results[name].get(metric), "target": " ".join(map(str, TARGETS[key])),
-                            "pass": verdict.endswith("PASS")}
+    targets = verdicts(results)
     doc = {
         "started": started.isoformat(timespec="seconds"),
         "finished": finished.isoformat(timespec="seconds"),
@@ -595,9 +654,7 @@ def report(args, sizes, scenarios, nofile, pg, argv, inbox, peer_doc) -> int:
         "note": args.note,
         "label": args.label,
         "machine": info | {"loadavg_end": [round(x, 2) for x in os.getloadavg()]},
-        "stack": {"server": args.server, "workers": args.workers, "http_server": args.http_server if args.http_workers else "",
-                  "http_workers": args.http_workers, "settings": args.settings, "redis": inbox["redis"],
-                  "postgres": "private cluster (defaults, max_connections=1000, shared_buffers=256MB)" if pg else args.database_url.rsplit("@", 1)[-1], "server_env": args.server_env, "nofile": nofile},
+        "stack": stack_info(args, inbox["redis"], pg, nofile),
         "mode": "quick" if args.quick else "full",
         "sizes": sizes,
         "setup": setup,
@@ -621,19 +678,13 @@ def report(args, sizes, scenarios, nofile, pg, argv, inbox, peer_doc) -> int:
         print(peer_doc["table_markdown"])
         print(peer.headline_text(peer_doc["headline"]))
     if not args.no_save:
-        out = Path(args.output)
-        out.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(doc, indent=2, default=str)
-        written = []
         suffix = f"-{args.label}" if args.label else ""
         if args.quick:
             # Development runs: one file, overwritten; the dated history is for full runs.
-            written.append(out / f"latest-quick{suffix}.json")
+            names = [f"latest-quick{suffix}.json"]
         else:
-            written += [out / f"latest{suffix}.json", out / (started.strftime("%Y-%m-%dT%H%M%SZ") + f"-full{suffix}.json")]
-        for path in written:
-            path.write_text(text)
-        print("\nwrote " + ", ".join(str(p) for p in written))
+            names = [f"latest{suffix}.json", started.strftime("%Y-%m-%dT%H%M%SZ") + f"-full{suffix}.json"]
+        write_results(args.output, doc, names)
     return 0
 
 

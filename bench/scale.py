@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 import math
 import multiprocessing as mp
 import os
@@ -48,12 +47,12 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from loadgen import HttpConn, Pool, percentile, run_requests, summary_ms  # noqa: E402
+from loadgen import HttpConn, Pool, percentile, run_async, run_requests, summary_ms  # noqa: E402
 from run import (  # noqa: E402
-    check, count_stored, django_setup, ensure_database, ensure_users, fmt, forget_earlier_runs, git_commit, machine_info,
-    max_notification_id, mint_tokens, raise_nofile, server_env,
+    column_table, count_stored, django_setup, ensure_database, ensure_users, forget_earlier_runs, git_commit, machine_info,
+    max_notification_id, metric_rows, mint_tokens, private_database, raise_nofile, server_env, verdicts, write_results,
 )
-from scenarios import SEND_PATH  # noqa: E402
+from scenarios import SEND_PATH, close_conns, ms  # noqa: E402
 from stack import (  # noqa: E402
     CpuMeter, PrivatePostgres, PrivateRedis, ServerProcess, Stack, free_port, make_workdir, postgres_backend_pids, rss_bytes,
     stop_process,
@@ -283,6 +282,9 @@ class Clients:
         self.finished = loop.create_future()
         self.tasks: set[asyncio.Task] = set()
         loop.add_reader(self.conn.fileno(), self.on_command)
+        # The loop made the pipe non-blocking: a reply larger than the pipe's buffer (the 12,500 arrival
+        # records of a 50,000-socket broadcast) would be cut short, and the orchestrator wait for its rest.
+        os.set_blocking(self.conn.fileno(), True)
         await self.finished
 
     def on_command(self) -> None:
@@ -316,12 +318,7 @@ def loadgen_process(conn, first: int, step: int, user_ids, tokens, port: int, so
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the whole group; the orchestrator stops us
     raise_nofile()
     clients = Clients(conn, first, step, user_ids, tokens, port, source_hosts, seed)
-    try:
-        import uvloop
-
-        uvloop.run(clients.serve())
-    except ImportError:
-        asyncio.run(clients.serve())
+    run_async(clients.serve())
 
 
 class LoadGen:
@@ -425,19 +422,6 @@ class ServeStack(Stack):
 
 
 # --- Measurements (the orchestrator) --------------------------------------------------------------
-
-
-def run_async(coro):
-    try:
-        import uvloop
-
-        return uvloop.run(coro)
-    except ImportError:
-        return asyncio.run(coro)
-
-
-def ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000, 1)
 
 
 def newest_id() -> int:
@@ -552,8 +536,7 @@ class Run:
             try:
                 return t, *(await run_requests(conns, S, make))
             finally:
-                for c in conns:
-                    c.close()
+                close_conns(conns)
 
         t_start, lat, statuses, errors, wall = run_async(send())
         ok = statuses.get(201, 0)
@@ -602,8 +585,7 @@ class Run:
             try:
                 return t0, await asyncio.gather(*(one(c, p) for c, p in zip(conns, parts)))
             finally:
-                for c in conns:
-                    c.close()
+                close_conns(conns)
 
         t0, answers = run_async(send())
         wait_for(lambda: self.lg.total("count", key), len(online), idle=10, cap=300)
@@ -726,19 +708,14 @@ ROWS = {
 
 
 def render_table(doc: dict) -> str:
-    lines = ["| " + " | ".join(label for _, label in LEVEL_COLUMNS) + " |", "|" + "---|" * len(LEVEL_COLUMNS)]
-    for row in doc["levels"]:
-        lines.append("| " + " | ".join(fmt(row.get(k)) for k, _ in LEVEL_COLUMNS) + " |")
-    lines += ["", "| part | metric | value | target |", "|---|---|---|---|"]
+    lines = [column_table(doc["levels"], LEVEL_COLUMNS), "", "| part | metric | value | target |", "|---|---|---|---|"]
     for part, rows in ROWS.items():
         r = doc.get(part)
         if not r:
             continue
-        for key, label in rows:
-            value = r.get(key)
-            if key == "requests":
-                value = f"{value} ({r['recipients_per_request']:,})"
-            lines.append(f"| {part} | {label} | {fmt(value)} | {check(f'{part}.{key}', r.get(key), TARGETS)} |")
+        if part == "broadcast":  # the requests, with the recipients of each
+            r = r | {"requests": f"{r['requests']} ({r['recipients_per_request']:,})"}
+        lines += metric_rows(part, r, rows, TARGETS)
         if part == "restart":
             lines.append(f"| restart | closes by code | {r['closes_by_code']} | |")
     if doc.get("error"):
@@ -754,16 +731,8 @@ def main(argv=None) -> int:
     # A SIGTERM ends the run like a Ctrl-C: the finally blocks stop every process started here.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     raise_nofile()
-    pg = None
-    if not args.database_url:
-        pg = PrivatePostgres(Path(args.pg_datadir)).start()
-        args.database_url = pg.url
-        print(f"private PostgreSQL on port {pg.port} ({args.pg_datadir})", flush=True)
-    try:
+    with private_database(args) as pg:
         return measure(args, pg, argv)
-    finally:
-        if pg is not None:
-            pg.stop()
 
 
 def measure(args, pg, argv) -> int:
@@ -844,13 +813,7 @@ def measure(args, pg, argv) -> int:
 def report(args, doc: dict, started: dt.datetime) -> None:
     doc["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     doc["machine"] = doc["machine"] | {"loadavg_end": [round(x, 2) for x in os.getloadavg()]}
-    targets = {}
-    for key, (op, target) in TARGETS.items():
-        part, metric = key.split(".")
-        if doc.get(part):
-            value = doc[part].get(metric)
-            targets[key] = {"value": value, "target": f"{op} {target}", "pass": check(key, value, TARGETS).endswith("PASS")}
-    doc["targets"] = targets
+    doc["targets"] = verdicts(doc, TARGETS)
     doc["table_markdown"] = table = render_table(doc)
     info = doc["machine"]
     print()
@@ -861,16 +824,11 @@ def report(args, doc: dict, started: dt.datetime) -> None:
         print(f"note: {args.note}")
     print(table)
     if not args.no_save:
-        out = Path(args.output)
-        out.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(doc, indent=2, default=str)
         if args.quick:
-            written = [out / "scale-latest-quick.json"]  # development runs: one file, overwritten
+            names = ["scale-latest-quick.json"]  # development runs: one file, overwritten
         else:
-            written = [out / "scale-latest.json", out / (started.strftime("%Y-%m-%dT%H%M%SZ") + "-scale.json")]
-        for path in written:
-            path.write_text(text)
-        print("\nwrote " + ", ".join(str(p) for p in written))
+            names = ["scale-latest.json", started.strftime("%Y-%m-%dT%H%M%SZ") + "-scale.json"]
+        write_results(args.output, doc, names)
 
 
 if __name__ == "__main__":

@@ -104,6 +104,26 @@ def ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 1)
 
 
+def first_arrivals(key: str):
+    """
+    A Pool handler keeping, for each socket, when the frame of this run (``key``) first reached it.
+    Returns (the handler, {socket index: arrival time}, {"dup": frames that came again}).
+    bench/curves.py's bulk sends count with the same.
+    """
+    recv: dict[int, float] = {}
+    state = {"dup": 0}
+
+    def on_frame(idx, raw, t):
+        if key not in raw:
+            return
+        if idx in recv:
+            state["dup"] += 1
+        else:
+            recv[idx] = t
+
+    return on_frame, recv, state
+
+
 # --- 1. Directed sends ---------------------------------------------------------------------------
 
 
@@ -260,18 +280,7 @@ async def broadcast(ctx: Context) -> dict:
     meter.start()
     for rep in range(R):
         key = secrets.token_hex(4)
-        recv: dict[int, float] = {}
-        state = {"dup": 0}
-
-        def on_frame(idx, raw, t, key=key, recv=recv, state=state):
-            if key not in raw:
-                return
-            if idx in recv:
-                state["dup"] += 1
-            else:
-                recv[idx] = t
-
-        pool.handler = on_frame
+        pool.handler, recv, state = first_arrivals(key)
         await asyncio.sleep(0.5)
         t0 = time.time()
         body = orjson.dumps({"recipients": recipients, "title": "bench broadcast", "category": "bench-broadcast",
