@@ -14,18 +14,30 @@ So a process lets at most REALTIME['CONNECT_CONCURRENCY'] sockets do that work a
 others wait for their turn, in arrival order, before anything is read for them (a pending future
 each). A waiting socket has joined nothing, so it misses nothing: its catch-up runs after its join.
 The wait counts toward the server's handshake timeout (daphne's ``--websocket_connect_timeout``,
-which the image sets to 30 s). The turn ends when the consumer's connect is done (sync.done sent,
-or the socket refused), or when the application returns. 0 turns the gate off.
+which the image sets to 30 s), so it is bounded: a socket that waited REALTIME['CONNECT_QUEUE_SECONDS']
+(10) is closed with 1013 (try again later) at once, and its client backs off. Unbounded, 50,000 clients
+queued at four processes waited past the handshake timeout, their turns came after daphne had refused
+them, and none came back in ten minutes (finding 66): a queue whose clients give up must shed. The
+turn ends when the consumer's connect is done (sync.done sent, or the socket refused), or when the
+application returns. 0 turns the gate off.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 
 from .conf import realtime_setting
+from .auth import BEARER
+from .protocol import CLOSE_TRY_AGAIN_LATER
 
 SCOPE_KEY = "inbox.connect_turn"
+
+logger = logging.getLogger(__name__)
+
+#: Sockets this process closed with 1013 because their turn did not come in time (logged every 1,000th).
+shed = 0
 
 _gates: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]" = weakref.WeakKeyDictionary()
 
@@ -44,8 +56,11 @@ class Turn:
             gate.release()
 
 
-async def take_turn() -> Turn:
-    """Wait until fewer than REALTIME['CONNECT_CONCURRENCY'] sockets of this process are connecting."""
+async def take_turn() -> Turn | None:
+    """
+    Wait until fewer than REALTIME['CONNECT_CONCURRENCY'] sockets of this process are connecting;
+    None when that took more than REALTIME['CONNECT_QUEUE_SECONDS'].
+    """
     limit = realtime_setting("CONNECT_CONCURRENCY")
     if not limit:
         return Turn(None)
@@ -53,7 +68,10 @@ async def take_turn() -> Turn:
     gate = _gates.get(loop)
     if gate is None:
         gate = _gates[loop] = asyncio.Semaphore(limit)
-    await gate.acquire()
+    try:
+        await asyncio.wait_for(gate.acquire(), realtime_setting("CONNECT_QUEUE_SECONDS"))
+    except TimeoutError:
+        return None
     return Turn(gate)
 
 
@@ -72,7 +90,24 @@ class ConnectGate:
 
     async def __call__(self, scope, receive, send):
         turn = await take_turn()
+        if turn is None:
+            await _try_again_later(scope, receive, send)
+            return
         try:
             return await self.inner({**scope, SCOPE_KEY: turn}, receive, send)
         finally:
             turn.release()
+
+
+async def _try_again_later(scope, receive, send) -> None:
+    """Accept, then close with 1013: a close before accept would be an HTTP 403 without the code."""
+    global shed
+    shed += 1
+    if shed % 1000 == 1:
+        logger.warning("connect storm: %d socket(s) closed with 1013 after waiting %gs for a turn", shed, realtime_setting("CONNECT_QUEUE_SECONDS"))
+    message = await receive()
+    if message.get("type") != "websocket.connect":
+        return  # the client left while it waited
+    subprotocols = scope.get("subprotocols") or []
+    await send({"type": "websocket.accept", "subprotocol": BEARER if subprotocols[:1] == [BEARER] else None})
+    await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER})

@@ -27,6 +27,8 @@ DEFAULTS: dict[str, Any] = {
     # Sockets of one server process that join, read the database and catch up at the same time;
     # the others wait their turn, open (realtime/admission.py). 0: no limit.
     "CONNECT_CONCURRENCY": 16,
+    # Seconds a socket waits for that turn at most; then it is closed with 1013 (try again later).
+    "CONNECT_QUEUE_SECONDS": 10.0,
     # --- The channel layer ---
     # A fan-out batch (or a group join) that Redis does not take within this many seconds is given
     # up and logged; clients recover it by catch-up.

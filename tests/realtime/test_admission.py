@@ -1,7 +1,9 @@
 """
 A reconnect storm takes turns (realtime/admission.py; bench/JOURNAL.md, finding 66): at most
 REALTIME["CONNECT_CONCURRENCY"] sockets of a process authenticate, join and catch up at once, the
-others wait for their turn and lose nothing, and a socket refused on its turn gives it back.
+others wait for their turn and lose nothing, a socket refused on its turn gives it back, and one
+whose turn does not come in time is told to try again later (1013) instead of waiting past the
+handshake timeout.
 """
 
 from __future__ import annotations
@@ -69,5 +71,24 @@ async def test_a_socket_refused_on_its_turn_gives_the_turn_back(ws, alice, conne
         refused = await ws(token="not-a-token")
         assert await refused.close_code() == 4401
     sock = await ws(alice)
+    _, done = await sock.until_sync_done()
+    assert done["type"] == "sync.done"
+
+
+async def test_a_socket_that_waits_too_long_for_its_turn_is_told_to_try_again_later(ws, alice, bob, settings, monkeypatch):
+    settings.REALTIME = {**getattr(settings, "REALTIME", {}), "CONNECT_CONCURRENCY": 1, "CONNECT_QUEUE_SECONDS": 0.2}
+    original = NotificationConsumer._connect
+
+    async def one_second_connect(self):
+        await asyncio.sleep(1.0)
+        await original(self)
+
+    monkeypatch.setattr(NotificationConsumer, "_connect", one_second_connect)
+    first = asyncio.create_task(ws(alice))
+    await asyncio.sleep(0.05)  # alice's socket has the only turn
+    shed = await ws(bob)
+    assert shed.connected
+    assert await shed.close_code() == 1013
+    sock = await first
     _, done = await sock.until_sync_done()
     assert done["type"] == "sync.done"
