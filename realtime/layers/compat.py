@@ -11,7 +11,9 @@ Attributes and methods of ``RedisChannelLayer`` (channels_redis/core.py):
 - ``_serializer`` (its ``as_bytes``, ``crypter``, ``random_prefix_length``; ``type()`` compared with
   ``channels_redis.serializers.MsgPackSerializer``): whether SEND_LUA may write entries itself.
 - ``ring_size``, ``hosts`` (the decoded host dicts, ``socket_timeout`` read), ``consistent_hash(value)``,
-  ``connection(index)``: the shards, and a pooled client of each (also the watchdog's).
+  ``connection(index)``: the shards, and a pooled client of each (also the watchdog's). The watchdog
+  hashes each socket's group and process key (channels' ``non_local_name(channel)``, BaseChannelLayer's
+  API) with ``consistent_hash`` to close only the sockets of a lost shard.
 - ``channel_capacity`` (compiled per-channel capacities), ``capacity``, ``get_capacity(channel)``,
   ``expiry``, ``group_expiry``, ``prefix``.
 - ``_group_key(group)``: a group's key.
