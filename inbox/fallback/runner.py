@@ -14,7 +14,8 @@ unique per notification and channel), send, then record the outcome.
 
 The schedule's rows are batches (``run_push_batch``, ``run_email_batch``): one query sets aside
 what no longer needs the channel (read, acked, expired, deleted, already done), which is nearly
-everything in steady state, and the rest go one by one through ``run_push`` / ``run_email``, whose
+everything in steady state; for Web Push, three more set aside the people nobody can push to (no
+VAPID key, no subscription); the rest go one by one through ``run_push`` / ``run_email``, whose
 postponements and retries are single-id tasks.
 """
 
@@ -32,8 +33,8 @@ from django.db.models import Case, CharField, Exists, OuterRef, Value, When
 from django.utils import timezone
 
 from ..conf import inbox_setting
-from ..models import Channel, FallbackDelivery, Notification
-from ..preferences import Preferences, channel_decision, preferences_for_user
+from ..models import Channel, FallbackDelivery, Notification, PushSubscription
+from ..preferences import Preferences, channel_decision, preferences_for_user, preferences_for_users
 from . import policy
 
 logger = logging.getLogger(__name__)
@@ -275,9 +276,43 @@ def _settled(ids: list[int], channel: str, now: datetime) -> tuple[list[int], Co
     return sorted(pending), done
 
 
-def _run_batch(notification_ids: Sequence[int], channel: str, run: Callable[..., dict]) -> dict:
+def _sift_push(pending: list[int], now: datetime) -> tuple[list[int], Counter]:
+    """
+    Of ``pending``, the ones ``run_push`` has to see; the others counted as it would answer them
+    (``not_configured``, ``no_subscription``), in four queries for the batch instead of four apiece.
+    A push the person's preferences hold back goes through: ``run_push`` records or postpones it.
+    """
+    from . import push
+
+    rows = list(Notification.objects.filter(pk__in=pending).values_list("pk", "recipient_id", "category"))
+    recipients = {recipient for _, recipient, _ in rows}
+    preferences = preferences_for_users(user_ids=recipients)
+    configured = push.configured()
+    subscribed = set(
+        PushSubscription.objects.filter(user_id__in=recipients).values_list("user_id", flat=True).distinct()
+    ) if configured else set()
+    through, done = [], Counter()
+    for pk, recipient, category in rows:
+        if not channel_decision(preferences=preferences[recipient], category=category, channel=Channel.WEB_PUSH, now=now).allowed:
+            through.append(pk)
+        elif not configured:
+            done["not_configured"] += 1
+        elif recipient not in subscribed:
+            done["no_subscription"] += 1
+        else:
+            through.append(pk)
+    if len(rows) < len(pending):
+        done["gone"] += len(pending) - len(rows)
+    return through, done
+
+
+def _run_batch(notification_ids: Sequence[int], channel: str, run: Callable[..., dict], sift=None) -> dict:
     ids = sorted({int(nid) for nid in notification_ids})
-    pending, done = _settled(ids, channel, timezone.now())
+    now = timezone.now()
+    pending, done = _settled(ids, channel, now)
+    if sift is not None and pending:
+        pending, sifted = sift(pending, now)
+        done.update(sifted)
     errors = {}
     for nid in pending:
         try:
@@ -295,8 +330,8 @@ def _run_batch(notification_ids: Sequence[int], channel: str, run: Callable[...,
 
 
 def run_push_batch(*, notification_ids: Sequence[int]) -> dict:
-    """Web Push for each of ``notification_ids`` that still needs one (``run_push``)."""
-    return _run_batch(notification_ids, Channel.WEB_PUSH, run_push)
+    """Web Push for each of ``notification_ids`` that still needs one and can have one (``run_push``)."""
+    return _run_batch(notification_ids, Channel.WEB_PUSH, run_push, sift=_sift_push)
 
 
 def run_email_batch(*, notification_ids: Sequence[int]) -> dict:

@@ -98,6 +98,43 @@ def test_a_batch_everyone_acked_in_time_is_one_query_and_pushes_nothing(dana, ma
     assert not FallbackDelivery.objects.exists()
 
 
+@pytest.mark.parametrize("vapid", [False, True], ids=["push not configured", "nobody subscribed"])
+def test_a_batch_nobody_can_be_pushed_to_costs_the_same_few_queries_for_2_or_20_people(make_user, settings, vapid):
+    from inbox.fallback.tasks import push_fallbacks
+
+    from .test_web_push import VAPID_KEY
+
+    if vapid:
+        settings.INBOX = {**settings.INBOX, "VAPID_PRIVATE_KEY": VAPID_KEY}
+    outcome = "no_subscription" if vapid else "not_configured"
+    queries_for = {}
+    for size in (2, 20):
+        send([make_user(f"p{size}-{i}") for i in range(size)])
+        row = scheduled("push_fallbacks")[-1]
+        with CaptureQueriesContext(connection) as queries:
+            result = push_fallbacks.call(**row.args_kwargs["kwargs"])
+        assert result == {"outcome": "batch", "ids": size, "done": {outcome: size}}
+        queries_for[size] = len(queries.captured_queries)
+    assert queries_for[20] == queries_for[2] <= 5, queries_for
+    assert not FallbackDelivery.objects.exists()
+
+
+def test_in_a_batch_a_push_held_back_by_preferences_is_still_recorded_as_skipped(dana, make_user, settings):
+    from inbox.fallback.tasks import push_fallbacks
+
+    from .test_web_push import VAPID_KEY
+
+    settings.INBOX = {**settings.INBOX, "VAPID_PRIVATE_KEY": VAPID_KEY}
+    erin = make_user("erin")
+    CategoryPreference.objects.create(user=dana, category="general", web_push=False)
+    muted, unsubscribed = send([dana, erin])
+    (row,) = scheduled("push_fallbacks")
+    result = push_fallbacks.call(**row.args_kwargs["kwargs"])
+    assert result == {"outcome": "batch", "ids": 2, "done": {"no_subscription": 1, "skipped": 1}}
+    skipped = FallbackDelivery.objects.get()
+    assert (skipped.notification_id, skipped.status, skipped.reason) == (muted.pk, FallbackDelivery.Status.SKIPPED, "off")
+
+
 def test_a_batch_everyone_read_in_time_is_one_query_and_emails_nothing(dana, make_user):
     from inbox.fallback.tasks import email_fallbacks
 
