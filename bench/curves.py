@@ -112,7 +112,10 @@ def forget_earlier_runs() -> None:
     from django.db import connection
 
     with connection.cursor() as c:
-        c.execute("DELETE FROM inbox_notification WHERE category IN (%s, %s)", [SEND_CATEGORY, BULK_CATEGORY])
+        sent = "SELECT id FROM inbox_notification WHERE category IN (%s, %s)"
+        # What the fallbacks' worker recorded for them first: its rows reference the notifications.
+        c.execute(f"DELETE FROM inbox_fallbackdelivery WHERE notification_id IN ({sent})", [SEND_CATEGORY, BULK_CATEGORY])
+        c.execute(f"DELETE FROM inbox_notification WHERE id IN ({sent})", [SEND_CATEGORY, BULK_CATEGORY])
         if c.rowcount:
             print(f"deleted {c.rowcount:,} notifications of earlier runs", flush=True)
 
@@ -167,7 +170,9 @@ def delete_sends(user_id: int) -> None:
     from django.db import connection
 
     with connection.cursor() as c:
-        c.execute("DELETE FROM inbox_notification WHERE recipient_id = %s AND category = %s", [user_id, SEND_CATEGORY])
+        sent = "SELECT id FROM inbox_notification WHERE recipient_id = %s AND category = %s"
+        c.execute(f"DELETE FROM inbox_fallbackdelivery WHERE notification_id IN ({sent})", [user_id, SEND_CATEGORY])
+        c.execute(f"DELETE FROM inbox_notification WHERE id IN ({sent})", [user_id, SEND_CATEGORY])
 
 
 # --- Curves --------------------------------------------------------------------------------------
