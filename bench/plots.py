@@ -58,7 +58,7 @@ def values(points: list[dict], key: str) -> list[float]:
 def compact(v: float, _pos=None) -> str:
     for div, suffix in ((1e6, "M"), (1e3, "k")):
         if v >= div:
-            return f"{v / div:g}{suffix}"
+            return f"{v / div:.3g}{suffix}"  # 49,999 sockets: "50k"
     return f"{v:g}"
 
 
