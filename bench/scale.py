@@ -32,7 +32,6 @@ import random
 import resource
 import secrets
 import signal
-import subprocess
 import sys
 import time
 import traceback
@@ -398,12 +397,9 @@ class ServeStack(Stack):
 
     port: int = 0
 
-    def _spawn(self, kind: str) -> ServerProcess:
-        self.port = self.port or free_port()
-        log_path = self.workdir / f"{kind}-{self.port}.log"
-        proc = subprocess.Popen(self.command(self.port, kind), cwd=ROOT, env=self.env, stdout=open(log_path, "ab"),
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        return ServerProcess(kind, self.port, proc, log_path)
+    def _spawn(self, kind: str, port: int | None = None) -> ServerProcess:
+        self.port = port or self.port or free_port()
+        return super()._spawn(kind, self.port)
 
     def stop(self) -> None:
         procs = []

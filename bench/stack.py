@@ -239,8 +239,8 @@ class Stack:
                     "--ws", "websockets", "--ws-per-message-deflate", "false", app]
         raise ValueError(f"unknown server {kind!r}")
 
-    def _spawn(self, kind: str) -> ServerProcess:
-        port = free_port()
+    def _spawn(self, kind: str, port: int | None = None) -> ServerProcess:
+        port = port or free_port()
         log_path = self.workdir / f"{kind}-{port}.log"
         log = open(log_path, "ab")
         proc = subprocess.Popen(self.command(port, kind), cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,

@@ -17,7 +17,7 @@ The wait counts toward the server's handshake timeout (daphne's ``--websocket_co
 which the image sets to 30 s), so it is bounded: a socket that waited REALTIME['CONNECT_QUEUE_SECONDS']
 (10) is closed with 1013 (try again later) at once, and its client backs off. Unbounded, 50,000 clients
 queued at four processes waited past the handshake timeout, their turns came after daphne had refused
-them, and none came back in ten minutes (finding 66): a queue whose clients give up must shed. The
+them, and none had come back after four minutes (finding 67): a queue whose clients give up must shed. The
 turn ends when the consumer's connect is done (sync.done sent, or the socket refused), or when the
 application returns. 0 turns the gate off.
 """
@@ -28,8 +28,8 @@ import asyncio
 import logging
 import weakref
 
-from .conf import realtime_setting
 from .auth import BEARER
+from .conf import realtime_setting
 from .protocol import CLOSE_TRY_AGAIN_LATER
 
 SCOPE_KEY = "inbox.connect_turn"
