@@ -29,13 +29,17 @@ for _ in $(seq 300); do
 done
 curl -fsS "$base/healthz"; echo
 grep -q "alice" "$dir/run.log" || { cat "$dir/run.log"; echo "demo credentials were not printed"; exit 1; }
-curl -fsS "$base/" | grep -qi "<html" || { echo "the inbox page did not load"; exit 1; }
+# Read whole responses before grep -q: grep stops at its first match, and under pipefail the curl it
+# cut off (exit 23, "Failed writing body") would fail the check on a page that loaded.
+page="$(curl -fsS "$base/")" || { echo "the inbox page did not load"; exit 1; }
+grep -qi "<html" <<<"$page" || { echo "the inbox page is not HTML"; exit 1; }
 token() { curl -fsS -X POST "$base/api/auth/token/" -H 'content-type: application/json' -d "{\"username\":\"$1\",\"password\":\"$2\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access"])'; }
 svc="$(token billing-service service-password)"
 alice="$(token alice alice-password)"
 curl -fsS -X POST "$base/api/notifications/" -H "authorization: Bearer $svc" -H 'content-type: application/json' \
   -d '{"recipient":"alice","title":"Fresh clone works"}' >/dev/null
-curl -fsS "$base/api/notifications/unread-count/" -H "authorization: Bearer $alice" | grep -q '"unread":1' || { echo "alice did not get the notification"; exit 1; }
+unread="$(curl -fsS "$base/api/notifications/unread-count/" -H "authorization: Bearer $alice")"
+grep -q '"unread":1' <<<"$unread" || { echo "alice did not get the notification: $unread"; exit 1; }
 for _ in $(seq 60); do
   grep -q "path=inbox.fallback.tasks.push_fallbacks state=SUCCESSFUL" "$dir/run.log" && break
   sleep 1
