@@ -104,3 +104,60 @@ async def test_a_timeout_error_of_the_call_itself_passes_through_unchanged():
 
     with pytest.raises(TimeoutError, match="Timeout connecting to server"):
         await wait_reply(connect_fails(), 1.0)
+
+
+def _keep_the_loop_turning_slowly(turn_seconds: float) -> asyncio.Handle:
+    """What a reconnect storm does to a process' loop: every turn busy for a few tens of milliseconds."""
+    loop = asyncio.get_running_loop()
+    handle = None
+
+    def busy_turn():
+        nonlocal handle
+        time.sleep(turn_seconds)
+        handle = loop.call_soon(busy_turn)
+
+    handle = loop.call_soon(busy_turn)
+    return lambda: handle.cancel()
+
+
+async def _reply_after_turns(turns: int, value="reply"):
+    """A reply already read from the socket, which takes a dozen turns of the loop to reach its caller."""
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    return value
+
+
+async def test_a_reply_slowed_by_many_short_busy_turns_is_not_a_timeout():
+    # 40 turns of 30 ms: 1.2 s for a reply bounded by 0.4 s, although no single turn takes a quarter of it.
+    stop = _keep_the_loop_turning_slowly(0.03)
+    try:
+        assert await wait_reply(_reply_after_turns(40), 0.4) == "reply"
+    finally:
+        stop()
+
+
+async def test_those_short_busy_turns_are_what_the_one_turn_check_alone_took_for_a_lost_redis():
+    stop = _keep_the_loop_turning_slowly(0.03)
+    loop = asyncio.get_running_loop()
+    try:
+        started = loop.time()
+        await _reply_after_turns(40)
+        took = loop.time() - started
+        turn_started = loop.time()
+        await asyncio.sleep(0)
+        one_turn = loop.time() - turn_started
+    finally:
+        stop()
+    assert took > 0.4 and one_turn < 0.4 / 4
+
+
+async def test_the_loops_lag_timer_runs_only_while_a_reply_is_awaited():
+    from realtime.layers.replies import loop_lag
+
+    assert await wait_reply(_reply_after(0.12), 1.0) == "reply"
+    lag = loop_lag(asyncio.get_running_loop())
+    ticks = len(lag.samples)
+    assert ticks >= 2  # it ticked every 50 ms while the reply was awaited
+    await asyncio.sleep(0.3)
+    assert lag.pending == 0
+    assert len(lag.samples) <= ticks + 1  # at most the tick that found nothing pending
