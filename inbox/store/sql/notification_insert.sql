@@ -18,7 +18,10 @@
 -- join against every unread row was the cached plan on stale statistics (bench/JOURNAL.md, finding
 -- 33). enable_seqscan = off keeps a plan made on a nearly empty table from scanning the whole table
 -- once it has grown (finding 47). Plans are chosen per call: bulk sends were slower on generic
--- plans (finding 56).
+-- plans (finding 56). jit = off: the count's estimate is the table's unread rows over the few
+-- recipient_id values ANALYZE samples (1.8M rows a recipient beside a 10M-row inbox), so the plan's
+-- cost passed jit_above_cost and the inline/optimize thresholds from a few recipients on, and each
+-- call spent 90-130 ms compiling for a 2 ms run (bench/JOURNAL.md, finding 72).
 
 CREATE OR REPLACE FUNCTION inbox_notification_insert(
     p_recipients bigint[], p_lock_namespace integer, p_lock_buckets integer[],
@@ -27,6 +30,7 @@ CREATE OR REPLACE FUNCTION inbox_notification_insert(
 ) RETURNS TABLE (is_new boolean, recipient bigint, value bigint)
 LANGUAGE plpgsql VOLATILE
 SET enable_seqscan = off
+SET jit = off
 AS $fn$
 DECLARE
     bucket integer;

@@ -186,3 +186,16 @@ def test_on_postgresql_a_send_counts_by_the_index_even_when_its_plan_was_made_on
     [users_plan] = [p for p in plans if "FOR KEY SHARE" in p]
     assert "Seq Scan on auth_user" not in users_plan  # the recipients by their primary key, not every user
     assert [(uid, event["unread"]) for uid, event in pushed] == [(alice.pk, 1), (alice.pk, 2)]
+
+
+@postgresql_only
+@pytest.mark.django_db
+def test_on_postgresql_both_send_functions_run_without_jit_compilation():
+    # Beside a 10M-row inbox each call compiled for 90-130 ms to run for 2 (bench/JOURNAL.md, finding 72).
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT proname, proconfig FROM pg_proc WHERE proname IN ('inbox_notification_insert', 'inbox_notification_insert_rows')"
+        )
+        config = dict(cursor.fetchall())
+    assert sorted(config) == ["inbox_notification_insert", "inbox_notification_insert_rows"]
+    assert all("jit=off" in settings for settings in config.values()), config
