@@ -19,7 +19,9 @@ class LoopLag:
     """
     How late an event loop has been running its timers while replies are awaited: a timer every
     ``PERIOD`` seconds records how late it fired, for as long as one ``wait_reply`` call is pending
-    (no timer at all on a loop awaiting nothing).
+    (no timer on a loop awaiting nothing; in a server process with a socket open, always, since
+    its pump always awaits a BZPOPMIN). It holds no reference to its loop, so a loop of
+    ``async_to_sync`` or ``asyncio.run`` is freed with its entry here.
 
     One long turn shows in the first turn after a call's time is up; a storm of reconnects shows
     here instead: every turn only tens of milliseconds, but a reply that needs a dozen turns to be
@@ -28,34 +30,33 @@ class LoopLag:
 
     PERIOD = 0.05
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    def __init__(self) -> None:
         self.pending = 0
         self.samples: collections.deque = collections.deque(maxlen=1024)  # (when it fired, how late)
         self._due: float | None = None
 
-    def enter(self) -> float:
+    def enter(self, loop: asyncio.AbstractEventLoop) -> float:
         self.pending += 1
         if self._due is None:
-            self._due = self.loop.time() + self.PERIOD
-            self.loop.call_at(self._due, self._tick)
-        return self.loop.time()
+            self._due = loop.time() + self.PERIOD
+            loop.call_at(self._due, self._tick, loop)
+        return loop.time()
 
     def leave(self) -> None:
         self.pending -= 1
 
-    def _tick(self) -> None:
-        now = self.loop.time()
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
         self.samples.append((now, now - self._due))
         if self.pending <= 0:
             self._due = None
             return
         self._due = now + self.PERIOD
-        self.loop.call_at(self._due, self._tick)
+        loop.call_at(self._due, self._tick, loop)
 
-    def busy_share(self, since: float) -> float:
+    def busy_share(self, loop: asyncio.AbstractEventLoop, since: float) -> float:
         """The share of the time since ``since`` the loop's timer fired late."""
-        span = self.loop.time() - since
+        span = loop.time() - since
         if span <= 0:
             return 0.0
         late = 0.0
@@ -72,7 +73,7 @@ _lags: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def loop_lag(loop: asyncio.AbstractEventLoop) -> LoopLag:
     lag = _lags.get(loop)
     if lag is None:
-        lag = _lags[loop] = LoopLag(loop)
+        lag = _lags[loop] = LoopLag()
     return lag
 
 
@@ -100,10 +101,10 @@ async def wait_reply(awaitable: Awaitable, timeout: float | None):
         return await awaitable
     loop = asyncio.get_running_loop()
     lag = loop_lag(loop)
-    began = lag.enter()
-    give_up = began + 10 * timeout
     check: asyncio.Handle | None = None
+    began = lag.enter(loop)
     try:
+        give_up = began + 10 * timeout
         async with asyncio.timeout(None) as deadline:
 
             def time_is_up() -> None:
@@ -114,7 +115,7 @@ async def wait_reply(awaitable: Awaitable, timeout: float | None):
                 def after_one_turn() -> None:
                     nonlocal check
                     turn = loop.time() - started
-                    busy = lag.busy_share(waited_from)
+                    busy = lag.busy_share(loop, waited_from)
                     if (turn < timeout / 4 and busy < BUSY_SHARE) or loop.time() >= give_up:
                         deadline.reschedule(loop.time())  # cancels the call: TimeoutError below
                         return

@@ -1,6 +1,7 @@
 """realtime.layers.replies: wait_reply bounds a Redis call by the time an event loop had to run it, not by the wall clock."""
 
 import asyncio
+import gc
 import time
 
 import pytest
@@ -106,7 +107,7 @@ async def test_a_timeout_error_of_the_call_itself_passes_through_unchanged():
         await wait_reply(connect_fails(), 1.0)
 
 
-def _keep_the_loop_turning_slowly(turn_seconds: float) -> asyncio.Handle:
+def _keep_the_loop_turning_slowly(turn_seconds: float):
     """What a reconnect storm does to a process' loop: every turn busy for a few tens of milliseconds."""
     loop = asyncio.get_running_loop()
     handle = None
@@ -117,7 +118,7 @@ def _keep_the_loop_turning_slowly(turn_seconds: float) -> asyncio.Handle:
         handle = loop.call_soon(busy_turn)
 
     handle = loop.call_soon(busy_turn)
-    return lambda: handle.cancel()
+    return lambda: handle.cancel()  # stops it
 
 
 async def _reply_after_turns(turns: int, value="reply"):
@@ -154,10 +155,39 @@ async def test_those_short_busy_turns_are_what_the_one_turn_check_alone_took_for
 async def test_the_loops_lag_timer_runs_only_while_a_reply_is_awaited():
     from realtime.layers.replies import loop_lag
 
-    assert await wait_reply(_reply_after(0.12), 1.0) == "reply"
+    assert await wait_reply(_reply_after(0.3), 1.0) == "reply"
     lag = loop_lag(asyncio.get_running_loop())
     ticks = len(lag.samples)
     assert ticks >= 2  # it ticked every 50 ms while the reply was awaited
     await asyncio.sleep(0.3)
     assert lag.pending == 0
     assert len(lag.samples) <= ticks + 1  # at most the tick that found nothing pending
+
+
+async def test_a_silent_redis_on_a_loop_of_short_busy_turns_still_gives_up_after_ten_periods():
+    stop = _keep_the_loop_turning_slowly(0.03)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        with pytest.raises(TimeoutError, match="Redis did not answer within 0.1s"):
+            await wait_reply(asyncio.Event().wait(), 0.1)
+    finally:
+        stop()
+    assert 1.0 <= loop.time() - started < 3.0
+
+
+def test_a_loop_that_awaited_replies_is_freed_with_its_lag_entry():
+    # async_to_sync and asyncio.run make a loop per call (management commands, WSGI sends).
+    import weakref
+
+    gone = []
+    for _ in range(5):
+        loop = asyncio.new_event_loop()
+        try:
+            assert loop.run_until_complete(wait_reply(_reply_after(0.01), 1.0)) == "reply"
+        finally:
+            loop.close()
+        gone.append(weakref.ref(loop))
+        del loop
+    gc.collect()
+    assert [ref() for ref in gone] == [None] * 5
