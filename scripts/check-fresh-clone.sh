@@ -38,7 +38,7 @@ svc="$(token billing-service service-password)"
 alice="$(token alice alice-password)"
 curl -fsS -X POST "$base/api/notifications/" -H "authorization: Bearer $svc" -H 'content-type: application/json' \
   -d '{"recipient":"alice","title":"Fresh clone works"}' >/dev/null
-unread="$(curl -fsS "$base/api/notifications/unread-count/" -H "authorization: Bearer $alice")"
+unread="$(curl -fsS "$base/api/notifications/unread-count/" -H "authorization: Bearer $alice")" || { echo "the unread-count request failed"; exit 1; }
 grep -q '"unread":1' <<<"$unread" || { echo "alice did not get the notification: $unread"; exit 1; }
 for _ in $(seq 60); do
   grep -q "path=inbox.fallback.tasks.push_fallbacks state=SUCCESSFUL" "$dir/run.log" && break
