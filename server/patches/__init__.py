@@ -130,6 +130,7 @@ PATCHES: tuple[Patch, ...] = (
     daphne.skip_twisted_form_parsing,
     twisted.write_through_tcp,
     autobahn.lazy_autobahn_log_labels,
+    autobahn.lazy_autobahn_options_dump,
     daphne.direct_text_frames,
     daphne.close_websockets_that_do_not_read,
     daphne.limit_websocket_pings,

@@ -46,3 +46,26 @@ def lazy_autobahn_log_labels() -> None:
         for name in ("hltype", "hlval"):
             eager = getattr(module, name)
             setattr(module, name, lambda *args, _eager=eager, **kwargs: _LazyLabel(_eager, args, kwargs))
+
+
+@patch(
+    "autobahn", ">=26.10,<26.11",
+    "autobahn pretty-prints each new socket's options for a debug log, logged or not: 4.5 % of a "
+    "connect's server CPU (bench/JOURNAL.md, finding 75)",
+)
+def lazy_autobahn_options_dump() -> None:
+    """
+    Pretty-print autobahn's per-socket options only for a debug message that is written.
+
+    ``WebSocketProtocol._connectionMade`` copies the factory's options onto every new connection
+    and logs them at debug level with ``pformat(...)`` of the whole list, built before the logger
+    drops it (``startHandshake``, a client's, does the same with its transport details). Here the
+    module's ``pformat`` returns a label that formats itself when written. ``Timings.__str__``,
+    the module's one other caller, must return a ``str``: it gets the real ``pformat``.
+    """
+    from pprint import pformat
+
+    from autobahn.websocket import protocol
+
+    protocol.pformat = lambda *args, **kwargs: _LazyLabel(pformat, args, kwargs)
+    protocol.Timings.__str__ = lambda self: pformat(self._timings)

@@ -23,7 +23,7 @@ def patched_attributes():
         WebSocketProtocol.serverClose, WebSocketFactory.__init__, WebRequest.__init__, tcp.Connection.write,
         protocol.hltype, protocol.hlval, twisted_websocket.hltype, twisted_websocket.hlval, WebSocketProtocol.serverSend,
         WebSocketProtocol.onPing, WebRequest.gotLength, WebRequest.handleContentChunk, WebRequest.requestReceived,
-        WebRequest.check_timeouts,
+        WebRequest.check_timeouts, protocol.pformat, protocol.Timings.__str__,
     ]
 
 
@@ -36,7 +36,7 @@ def test_every_patch_is_applied_at_startup_inside_its_range():
 
 
 def test_each_patch_says_what_it_patches_and_why():
-    assert len({p.name for p in PATCHES}) == len(PATCHES) == 10
+    assert len({p.name for p in PATCHES}) == len(PATCHES) == 11
     for p in PATCHES:
         assert p.name == p.function.__name__
         assert p.library in {"daphne", "Twisted", "autobahn"}

@@ -31,3 +31,40 @@ def test_autobahn_builds_a_debug_log_label_only_when_the_message_is_written(monk
         assert "{func} sent {n} bytes for {peer}".format(**labels) == expected
         assert styled
         styled.clear()
+
+
+def test_autobahn_pretty_prints_a_new_sockets_options_only_when_the_debug_message_is_written():
+    from pprint import pformat
+
+    from autobahn.websocket import protocol
+
+    from server.patches.autobahn import lazy_autobahn_options_dump
+
+    lazy_autobahn_options_dump()
+
+    class Option:
+        reprs = 0
+
+        def __repr__(self):
+            Option.reprs += 1
+            return "Option()"
+
+    options = [("openHandshakeTimeout", Option(), "WebSocketServerFactory")]
+    label = protocol.pformat(options)
+    assert Option.reprs == 0  # built, not formatted: a dropped debug message costs no pretty-printing
+    assert "\n{attrs}".format(attrs=label) == "\n" + pformat(options)
+    assert Option.reprs > 0
+
+
+def test_autobahns_timings_still_print_as_a_string():
+    from pprint import pformat
+
+    from autobahn.websocket import protocol
+
+    from server.patches.autobahn import lazy_autobahn_options_dump
+
+    lazy_autobahn_options_dump()
+    timings = protocol.Timings()
+    timings.track("onOpen")
+    assert isinstance(str(timings), str)
+    assert str(timings) == pformat(timings._timings)
