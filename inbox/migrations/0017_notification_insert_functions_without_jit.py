@@ -10,15 +10,10 @@ from importlib import import_module
 
 from django.db import migrations
 
-create_functions = import_module("inbox.migrations.0002_squashed_0006_notification_insert_functions").create_functions
-
-RESET = (
-    "ALTER FUNCTION inbox_notification_insert(bigint[], integer, integer[], bigint, text, text, text, jsonb, text, "
-    "timestamptz, timestamptz) RESET jit",
-    "ALTER FUNCTION inbox_notification_insert_rows(bigint[], integer, integer[], bigint[], text[], text[], text[], "
-    "jsonb[], text[], timestamptz[], timestamptz[], timestamptz, text) RESET jit",
-)
-
+functions = import_module("inbox.migrations.0002_squashed_0006_notification_insert_functions")
+create_functions = functions.create_functions
+# The same two signatures as 0002 drops.
+RESET = tuple(drop.replace("DROP FUNCTION IF EXISTS", "ALTER FUNCTION", 1) + " RESET jit" for drop in functions.DROP)
 
 def reset_jit(apps, schema_editor):
     if schema_editor.connection.vendor != "postgresql":
