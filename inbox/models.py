@@ -84,6 +84,13 @@ class Notification(models.Model):
                 name="inbox_unread",
                 condition=Q(read_at__isnull=True),
             ),
+            # The unread rows that expire, the part of the unread count a counter cannot keep (on
+            # PostgreSQL the rest is the counter of store/sql/unread_counter.sql).
+            models.Index(
+                fields=["recipient", "expires_at"],
+                name="inbox_unread_expiring",
+                condition=Q(read_at__isnull=True, expires_at__isnull=False),
+            ),
             # Pending (undelivered) notifications, sent on connect without ?after=.
             models.Index(fields=["recipient", "id"], name="inbox_pending", condition=Q(delivered_at__isnull=True)),
             # The change journal's replay: a user's rows changed after a sequence number.

@@ -8,12 +8,11 @@ from typing import NamedTuple
 
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.db.models import Count, QuerySet
-from django.utils import timezone
+from django.db.models import QuerySet
 
 from . import directory
 from .models import Notification
-from .store import bigint_array, integer_user_keys
+from .store import bigint_array, integer_user_keys, unread
 
 User = get_user_model()
 
@@ -50,7 +49,8 @@ def notification_get_for_user(*, user, notification_id: int) -> Notification | N
 
 
 def notification_unread_count(*, user_id: int) -> int:
-    return Notification.objects.for_user(user_id).unread().unexpired().count()
+    """Unread and unexpired (on PostgreSQL a counter, not a count of the rows: store/unread.py)."""
+    return unread.count(user_id)
 
 
 def notification_unseen_count(*, user_id: int) -> int:
@@ -59,21 +59,8 @@ def notification_unseen_count(*, user_id: int) -> int:
 
 
 def notification_unread_counts(*, user_ids: Iterable[int], chunk: int = 2000) -> dict[int, int]:
-    """Unread counts of many users in a few grouped queries (users with none are 0)."""
-    ids = sorted(set(user_ids))
-    counts = dict.fromkeys(ids, 0)
-    now = timezone.now()
-    for start in range(0, len(ids), chunk):
-        rows = (
-            Notification.objects.filter(recipient_id__in=ids[start : start + chunk])
-            .unread()
-            .unexpired(now)
-            .order_by()
-            .values_list("recipient_id")
-            .annotate(n=Count("id"))
-        )
-        counts.update(dict(rows))
-    return counts
+    """Unread counts of many users in a few statements (users with none are 0)."""
+    return unread.counts(user_ids, chunk=chunk)
 
 
 def notification_catchup(

@@ -38,7 +38,7 @@ from datetime import datetime, timedelta
 from functools import partial
 
 from django.db import connection, transaction
-from django.db.models import CASCADE, BigIntegerField, Case, Count, Q, Value, When
+from django.db.models import CASCADE, BigIntegerField, Case, Q, Value, When
 from django.db.models.functions import Greatest
 from django.utils import timezone
 from django_tasks import task
@@ -48,7 +48,7 @@ from ..conf import inbox_setting
 from ..events import NotificationsDeleted
 from ..models import JournalFloor, Notification, Tombstone
 from ..retention_settings import DEFAULT, retention_rules
-from ..store import journal
+from ..store import journal, unread
 from ..store.base import integer_user_keys
 
 logger = logging.getLogger(__name__)
@@ -205,17 +205,13 @@ def _delete_batch(where: Q, rows: list[tuple]) -> tuple[int, list[tuple[int, lis
 def _deleted_events(batch: list[tuple[int, list[int], int]]) -> list[NotificationsDeleted]:
     """
     The batch's events, with each user's unread count read after the commit: a read that holds no
-    lock (a user with 10,000 unread costs a count of 10,000 index entries), and as fresh as the
-    frames of any send that committed meanwhile.
+    lock, as fresh as the frames of any send that committed meanwhile.
     """
     if not batch:
         return []
-    unread = dict(
-        Notification.objects.filter(recipient_id__in=[user for user, _, _ in batch]).unread().unexpired()
-        .values("recipient_id").annotate(n=Count("id")).values_list("recipient_id", "n")
-    )
+    counts = unread.counts([user for user, _, _ in batch])
     return [
-        NotificationsDeleted(user_id=user, ids=pks, unread=unread.get(user, 0), seq=seq, reason=Tombstone.Reason.EXPIRED)
+        NotificationsDeleted(user_id=user, ids=pks, unread=counts.get(user, 0), seq=seq, reason=Tombstone.Reason.EXPIRED)
         for user, pks, seq in batch
     ]
 

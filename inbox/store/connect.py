@@ -37,6 +37,7 @@ from rest_framework_simplejwt import settings as simplejwt
 
 from ..models import JournalFloor, Notification, Tombstone, TokenVersion
 from ..payloads import notification_payload
+from . import unread
 from .base import UserId
 from .journal import Change
 
@@ -169,6 +170,13 @@ def _column(model, name: str) -> str:
 
 @functools.cache
 def _unread_sql(vendor: str) -> str:
+    return f"SELECT ({_unread_count(vendor)})"
+
+
+def _unread_count(vendor: str) -> str:
+    """The unread count of the user (the first parameter) at a time (the second), as store/unread.py counts."""
+    if vendor == "postgresql":
+        return f"SELECT inbox_unread(%s::{unread.recipient_type()}, %s)"
     n = Notification
     return (
         f"SELECT count(*) FROM {_quote(n._meta.db_table)} WHERE {_column(n, 'recipient')} = %s"
@@ -220,7 +228,7 @@ def _snapshot_sql(user_model: str, vendor: str, check_active: bool, page: str) -
         f"SELECT (SELECT 1 FROM {_quote(User._meta.db_table)} WHERE {_quote(User._meta.pk.column)} = %s{active}) AS inbox_user_found,"
         f" (SELECT {_column(TokenVersion, 'version')} FROM {_quote(TokenVersion._meta.db_table)}"
         f" WHERE {_column(TokenVersion, 'user')} = %s) AS inbox_token_version,"
-        f" (SELECT count(*) FROM {table} WHERE {recipient} = %s AND {_column(n, 'read_at')} IS NULL AND {unexpired}) AS inbox_unread,"
+        f" ({_unread_count(vendor)}) AS inbox_unread,"
         f" (SELECT max({nid}) FROM {table} WHERE {recipient} = %s) AS inbox_newest,"
         f" (SELECT {_column(JournalFloor, 'seq')} FROM {_quote(JournalFloor._meta.db_table)}"
         f" WHERE {_column(JournalFloor, 'user')} = %s) AS inbox_floor,"

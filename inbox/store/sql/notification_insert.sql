@@ -14,9 +14,9 @@
 -- snapshot (READ COMMITTED), so the insert and the counts see every row committed before the locks
 -- were granted.
 --
--- Each recipient's unread rows are counted through the recipient's index (recipient_id = d.r): a
--- join against every unread row was the cached plan on stale statistics (bench/JOURNAL.md, finding
--- 33). enable_seqscan = off keeps a plan made on a nearly empty table from scanning the whole table
+-- Each recipient's unread count is inbox_unread() (store/sql/unread_counter.sql: the counter the
+-- table's triggers keep, plus the unread rows that expire later), one recipient at a time: a join
+-- against every unread row was the cached plan on stale statistics (bench/JOURNAL.md, finding 33). enable_seqscan = off keeps a plan made on a nearly empty table from scanning the whole table
 -- once it has grown (finding 47). Plans are chosen per call: bulk sends were slower on generic
 -- plans (finding 56). jit = off: the count's estimate is the table's unread rows over the few
 -- recipient_id values ANALYZE samples (1.8M rows a recipient beside a 10M-row inbox), so the plan's
@@ -64,11 +64,7 @@ BEGIN
     UNION ALL
     SELECT false, d.r, c.unread
     FROM (SELECT DISTINCT r.r FROM r) AS d,
-    LATERAL (
-        SELECT count(*) AS unread FROM {notifications} n
-        WHERE n.recipient_id = d.r AND n.read_at IS NULL
-          AND (n.expires_at IS NULL OR n.expires_at > p_created_at)
-    ) AS c
+    LATERAL inbox_unread(d.r, p_created_at) AS c(unread)
     WHERE c.unread > 0;
 END
 $fn$;

@@ -65,11 +65,7 @@ BEGIN
     UNION ALL
     SELECT false, d.r, c.unread
     FROM (SELECT DISTINCT r.r FROM r) AS d,
-    LATERAL (
-        SELECT count(*) AS unread FROM {notifications} n
-        WHERE n.recipient_id = d.r AND n.read_at IS NULL
-          AND (n.expires_at IS NULL OR n.expires_at > p_now)
-    ) AS c
+    LATERAL inbox_unread(d.r, p_now) AS c(unread)
     WHERE c.unread > 0;
 END
 $fn$;

@@ -1,0 +1,84 @@
+"""
+Each user's unread count kept beside the rows, so that a send, a connect and a read no longer count
+a user's unread rows (about 70 us per 1,000 of them: 218.7 ms a send beside 3.3 million unread;
+bench/JOURNAL.md, findings 51 and 76).
+
+- Both databases: the partial index ``inbox_unread_expiring`` of the unread rows that expire.
+- PostgreSQL only: the counter table, its triggers, ``inbox_unread_recount()`` and ``inbox_unread()``
+  from inbox/store/sql/unread_counter.sql (which says how), the counters counted from the rows in
+  this migration's transaction, and both send functions loaded again: they now count through
+  ``inbox_unread()``. Going back drops them and gives ``inbox_unread()`` the plain count, which the
+  send functions then call (0002 loads today's source of the send functions).
+
+SQLite keeps counting the rows (inbox/store/unread.py).
+"""
+
+from importlib import import_module
+from pathlib import Path
+
+from django.conf import settings
+from django.db import migrations, models
+
+from inbox.store import unread
+
+functions = import_module("inbox.migrations.0002_squashed_0006_notification_insert_functions")
+SQL = Path(__file__).resolve().parent.parent / "store" / "sql" / "unread_counter.sql"
+COUNTERS = "inbox_unread_counter"
+
+
+def _names(apps, schema_editor) -> dict[str, str]:
+    notification = apps.get_model("inbox", "Notification")
+    column_type = notification._meta.get_field("recipient").db_type(schema_editor.connection)
+    return {
+        "notifications": schema_editor.quote_name(notification._meta.db_table),
+        "counters": schema_editor.quote_name(COUNTERS),
+        # The recipient column's type (integer for Django's own user, bigint, uuid, varchar(n)...).
+        "user_type": column_type,
+        "user_argument": unread.argument_type(column_type),
+    }
+
+
+def create_counter(apps, schema_editor):
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    # params=None: the file's text goes as it is (a "%" in a comment).
+    schema_editor.execute(SQL.read_text().format(**_names(apps, schema_editor)), params=None)
+    functions.create_functions(apps, schema_editor)
+
+
+def drop_counter(apps, schema_editor):
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    names = _names(apps, schema_editor)
+    for trigger in ("insert", "update", "delete", "truncate"):
+        schema_editor.execute(f"DROP TRIGGER inbox_unread_counter_{trigger} ON {names['notifications']}")
+    schema_editor.execute("DROP FUNCTION inbox_unread_counter_follow()")
+    schema_editor.execute("DROP FUNCTION inbox_unread_recount()")
+    schema_editor.execute(
+        f"CREATE OR REPLACE FUNCTION inbox_unread(p_user {names['user_argument']}, p_now timestamptz) RETURNS bigint"
+        " LANGUAGE sql STABLE AS $fn$"
+        f" SELECT count(*) FROM {names['notifications']} n WHERE n.recipient_id = p_user AND n.read_at IS NULL"
+        " AND (n.expires_at IS NULL OR n.expires_at > p_now) $fn$",
+        params=None,
+    )
+    schema_editor.execute(f"DROP TABLE {names['counters']}")
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ("inbox", "0017_notification_insert_functions_without_jit"),
+        migrations.swappable_dependency(settings.AUTH_USER_MODEL),
+    ]
+
+    operations = [
+        migrations.AddIndex(
+            model_name="notification",
+            index=models.Index(
+                condition=models.Q(("expires_at__isnull", False), ("read_at__isnull", True)),
+                fields=["recipient", "expires_at"],
+                name="inbox_unread_expiring",
+            ),
+        ),
+        migrations.RunPython(create_counter, drop_counter, elidable=False),
+    ]

@@ -1,0 +1,90 @@
+"""
+Users' unread counts: unread notifications that have not expired.
+
+On PostgreSQL the count is ``inbox_unread(user, now)`` (store/sql/unread_counter.sql): a counter per
+user that the table's triggers keep, plus the unread rows whose expiry is still ahead. Its cost does
+not grow with the user's inbox (bench/JOURNAL.md, finding 76). On SQLite the rows are counted.
+Both give the same number; tests/inbox/store/test_unread.py holds them to it after every kind of
+write.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from datetime import datetime
+
+from django.db import connection
+from django.db.models import Count
+from django.utils import timezone
+
+from ..models import Notification
+from .base import UserId, integer_user_keys
+from .postgres import bigint_array
+
+
+def counted_by_postgresql() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def count(user_id: UserId, *, now: datetime | None = None) -> int:
+    """``user_id``'s unread, unexpired notifications at ``now`` (default: now)."""
+    now = now or timezone.now()
+    if not counted_by_postgresql():
+        return Notification.objects.for_user(user_id).unread().unexpired(now).count()
+    with connection.cursor() as cursor:
+        cursor.execute(_count_sql(), [_key(user_id), now])
+        return cursor.fetchone()[0]
+
+
+def counts(user_ids: Iterable[UserId], *, now: datetime | None = None, chunk: int = 2000) -> dict[UserId, int]:
+    """The unread counts of many users (0 for those with none), in a few statements."""
+    now = now or timezone.now()
+    ids = sorted(set(user_ids))
+    result = dict.fromkeys(ids, 0)
+    for start in range(0, len(ids), chunk):
+        part = ids[start : start + chunk]
+        if counted_by_postgresql():
+            keys = bigint_array(part) if integer_user_keys() else [_key(u) for u in part]
+            with connection.cursor() as cursor:
+                cursor.execute(_counts_sql(), [now, keys])
+                rows = cursor.fetchall()
+        else:
+            rows = (
+                Notification.objects.filter(recipient_id__in=part).unread().unexpired(now)
+                .order_by().values_list("recipient_id").annotate(n=Count("id"))
+            )
+        result.update((_user(u), n) for u, n in rows if n)
+    return result
+
+
+def _key(user_id: UserId):
+    return Notification._meta.get_field("recipient").get_db_prep_value(user_id, connection)
+
+
+def _user(value) -> UserId:
+    return Notification._meta.get_field("recipient").to_python(value)
+
+
+def argument_type(column_type: str) -> str:
+    """
+    The type of ``inbox_unread()``'s first argument for a recipient column of ``column_type``:
+    bigint for any integer (Django's own user is keyed by an ``integer``, the send functions pass
+    ``bigint``: an integer widens to a bigint, never the other way), else the column's own type.
+    """
+    return "bigint" if column_type in ("smallint", "integer", "bigint") else column_type
+
+
+def recipient_type() -> str:
+    """The SQL type of ``inbox_unread()``'s first argument for this project's user model."""
+    return argument_type(Notification._meta.get_field("recipient").db_type(connection))
+
+
+@functools.cache
+def _count_sql() -> str:
+    return f"SELECT inbox_unread(%s::{recipient_type()}, %s)"
+
+
+@functools.cache
+def _counts_sql() -> str:
+    return f"SELECT t.u, inbox_unread(t.u, %s) FROM unnest(%s::{recipient_type()}[]) AS t(u)"
