@@ -55,8 +55,8 @@ def drop_counter(apps, schema_editor):
     schema_editor.execute("DROP FUNCTION inbox_unread_counter_follow()")
     schema_editor.execute("DROP FUNCTION inbox_unread_recount()")
     schema_editor.execute(
-        f"CREATE OR REPLACE FUNCTION inbox_unread(p_user {names['user_argument']}, p_now timestamptz) RETURNS bigint"
-        " LANGUAGE sql STABLE AS $fn$"
+        f"CREATE OR REPLACE FUNCTION inbox_unread(p_user {names['user_argument']}, p_now timestamptz)"
+        " RETURNS TABLE (unread bigint) LANGUAGE sql STABLE ROWS 1 AS $fn$"
         f" SELECT count(*) FROM {names['notifications']} n WHERE n.recipient_id = p_user AND n.read_at IS NULL"
         " AND (n.expires_at IS NULL OR n.expires_at > p_now) $fn$",
         params=None,

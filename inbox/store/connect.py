@@ -176,7 +176,7 @@ def _unread_sql(vendor: str) -> str:
 def _unread_count(vendor: str) -> str:
     """The unread count of the user (the first parameter) at a time (the second), as store/unread.py counts."""
     if vendor == "postgresql":
-        return f"SELECT inbox_unread(%s::{unread.recipient_type()}, %s)"
+        return f"SELECT u.unread FROM inbox_unread(%s::{unread.recipient_type()}, %s) AS u"
     n = Notification
     return (
         f"SELECT count(*) FROM {_quote(n._meta.db_table)} WHERE {_column(n, 'recipient')} = %s"

@@ -47,7 +47,7 @@ def counts(user_ids: Iterable[UserId], *, now: datetime | None = None, chunk: in
         if counted_by_postgresql():
             keys = bigint_array(part) if integer_user_keys() else [_key(u) for u in part]
             with connection.cursor() as cursor:
-                cursor.execute(_counts_sql(), [now, keys])
+                cursor.execute(_counts_sql(), [keys, now])
                 rows = cursor.fetchall()
         else:
             rows = (
@@ -82,9 +82,9 @@ def recipient_type() -> str:
 
 @functools.cache
 def _count_sql() -> str:
-    return f"SELECT inbox_unread(%s::{recipient_type()}, %s)"
+    return f"SELECT u.unread FROM inbox_unread(%s::{recipient_type()}, %s) AS u"
 
 
 @functools.cache
 def _counts_sql() -> str:
-    return f"SELECT t.u, inbox_unread(t.u, %s) FROM unnest(%s::{recipient_type()}[]) AS t(u)"
+    return f"SELECT t.u, c.unread FROM unnest(%s::{recipient_type()}[]) AS t(u), LATERAL inbox_unread(t.u, %s) AS c"

@@ -65,7 +65,7 @@ BEGIN
     UNION ALL
     SELECT false, d.r, c.unread
     FROM (SELECT DISTINCT r.r FROM r) AS d,
-    LATERAL inbox_unread(d.r, p_now) AS c(unread)
+    LATERAL (SELECT u.unread FROM inbox_unread(d.r, p_now) AS u OFFSET 0) AS c  -- OFFSET 0: counted once, not again for the WHERE
     WHERE c.unread > 0;
 END
 $fn$;

@@ -94,10 +94,13 @@ SELECT inbox_unread_recount();
 
 -- A user's unread, unexpired notifications at p_now: the counter, plus the unread rows whose
 -- expiry is still ahead. The send functions (store/sql/notification_insert*.sql), a socket's
--- connect (store/connect.py) and the selectors all count through it. No SET clause, so that
--- PostgreSQL inlines it into the statement that calls it.
-CREATE OR REPLACE FUNCTION inbox_unread(p_user {user_argument}, p_now timestamptz) RETURNS bigint
-LANGUAGE sql STABLE
+-- connect (store/connect.py) and the selectors all count through it, in FROM
+-- (``SELECT unread FROM inbox_unread(...)``, ``LATERAL inbox_unread(...)``). It returns a table of
+-- one row, without a SET clause, so that PostgreSQL inlines it into the statement that calls it: a
+-- scalar function with subqueries is not inlined, and a send to 1,000 recipients paid 3x for the
+-- calls (bench/JOURNAL.md, finding 76).
+CREATE OR REPLACE FUNCTION inbox_unread(p_user {user_argument}, p_now timestamptz) RETURNS TABLE (unread bigint)
+LANGUAGE sql STABLE ROWS 1
 AS $fn$
     SELECT COALESCE((SELECT c.unread FROM {counters} c WHERE c.user_id = p_user), 0)
          + (SELECT count(*) FROM {notifications} n
