@@ -40,6 +40,8 @@ BEGIN
     FOREACH bucket IN ARRAY p_lock_buckets LOOP
         PERFORM pg_advisory_xact_lock(p_lock_namespace, bucket);
     END LOOP;
+    -- The recipients' unread counters before their user rows (store/sql/unread_counter.sql says why).
+    PERFORM inbox_unread_lock(p_recipients);
     -- Every recipient must be an active user, or nothing is stored. FOR KEY SHARE (what the
     -- foreign key check takes anyway) keeps them from being deleted before this commits.
     WITH active AS (

@@ -40,6 +40,8 @@ BEGIN
     FOREACH bucket IN ARRAY p_lock_buckets LOOP
         PERFORM pg_advisory_xact_lock(p_lock_namespace, bucket);
     END LOOP;
+    -- The recipients' unread counters before their user rows (store/sql/unread_counter.sql says why).
+    PERFORM inbox_unread_lock(p_recipients);
     WITH active AS (
         SELECT u.id FROM {users} u WHERE u.id = ANY(p_recipients) AND u.is_active FOR KEY SHARE
     )

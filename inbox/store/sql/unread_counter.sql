@@ -2,9 +2,10 @@
 -- definition: migration 0018 loads this file; tests/inbox/store/test_unread.py checks the counter
 -- against a count of the rows after every kind of write.
 --
--- {notifications} and {counters} are quoted table names, {user_type} the type of the recipient
+-- {notifications} is the quoted table of inbox.Notification, {user_type} the type of its recipient
 -- column (integer, bigint, uuid, varchar(n)...) and {user_argument} the same, or bigint for any
--- integer (store/unread.py, argument_type), filled in by the migration.
+-- integer (store/unread.py, argument_type), filled in by the migration. The counter table's name is
+-- written out: the send functions lock its rows (store/sql/notification_insert*.sql).
 --
 -- Counting a user's unread rows costs about 70 us per 1,000 of them, on every send (the unread
 -- count of its frame), every connect and every read (bench/JOURNAL.md, findings 51 and 76): 218.7 ms
@@ -22,7 +23,7 @@
 -- (session_replication_role = replica, ALTER TABLE ... DISABLE TRIGGER) leaves the counter behind:
 -- the recount of migration 0018 (inbox_unread_recount()) sets it right again.
 
-CREATE TABLE {counters} (
+CREATE TABLE inbox_unread_counter (
     user_id {user_type} PRIMARY KEY,
     unread bigint NOT NULL
 ) WITH (fillfactor = 50);
@@ -33,13 +34,13 @@ SET jit = off
 AS $fn$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO {counters} AS c (user_id, unread)
+        INSERT INTO inbox_unread_counter AS c (user_id, unread)
         SELECT n.recipient_id, count(*) FROM inbox_new n
         WHERE n.read_at IS NULL AND n.expires_at IS NULL
         GROUP BY n.recipient_id ORDER BY n.recipient_id
         ON CONFLICT (user_id) DO UPDATE SET unread = c.unread + EXCLUDED.unread;
     ELSIF TG_OP = 'UPDATE' THEN
-        INSERT INTO {counters} AS c (user_id, unread)
+        INSERT INTO inbox_unread_counter AS c (user_id, unread)
         SELECT d.u, sum(d.x) FROM (
             SELECT o.recipient_id AS u, -1 AS x FROM inbox_old o WHERE o.read_at IS NULL AND o.expires_at IS NULL
             UNION ALL
@@ -48,13 +49,13 @@ BEGIN
         GROUP BY d.u HAVING sum(d.x) <> 0 ORDER BY d.u
         ON CONFLICT (user_id) DO UPDATE SET unread = c.unread + EXCLUDED.unread;
     ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO {counters} AS c (user_id, unread)
+        INSERT INTO inbox_unread_counter AS c (user_id, unread)
         SELECT o.recipient_id, -count(*) FROM inbox_old o
         WHERE o.read_at IS NULL AND o.expires_at IS NULL
         GROUP BY o.recipient_id ORDER BY o.recipient_id
         ON CONFLICT (user_id) DO UPDATE SET unread = c.unread + EXCLUDED.unread;
     ELSE  -- TRUNCATE: no rows, so nothing unread
-        DELETE FROM {counters};
+        DELETE FROM inbox_unread_counter;
     END IF;
     RETURN NULL;
 END
@@ -80,8 +81,8 @@ DECLARE
     users bigint;
 BEGIN
     LOCK TABLE {notifications} IN SHARE MODE;
-    DELETE FROM {counters};
-    INSERT INTO {counters} (user_id, unread)
+    DELETE FROM inbox_unread_counter;
+    INSERT INTO inbox_unread_counter (user_id, unread)
     SELECT n.recipient_id, count(*) FROM {notifications} n
     WHERE n.read_at IS NULL AND n.expires_at IS NULL
     GROUP BY n.recipient_id;
@@ -91,6 +92,19 @@ END
 $fn$;
 
 SELECT inbox_unread_recount();
+
+-- A send locks its recipients' counter rows, in user order, before it takes their user rows FOR KEY
+-- SHARE (store/sql/notification_insert*.sql): deleting a user deletes their notifications first
+-- (this file's trigger then holds the user's counter row) and the user row after, so a send holding
+-- the user row while it waited for the counter row would deadlock with it. Waiting here instead, the
+-- send then finds the user gone and stores nothing (IB001).
+CREATE OR REPLACE FUNCTION inbox_unread_lock(p_users {user_argument}[]) RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $fn$
+BEGIN
+    PERFORM 1 FROM inbox_unread_counter c WHERE c.user_id = ANY(p_users) ORDER BY c.user_id FOR NO KEY UPDATE;
+END
+$fn$;
 
 -- A user's unread, unexpired notifications at p_now: the counter, plus the unread rows whose
 -- expiry is still ahead. The send functions (store/sql/notification_insert*.sql), a socket's
@@ -102,7 +116,7 @@ SELECT inbox_unread_recount();
 CREATE OR REPLACE FUNCTION inbox_unread(p_user {user_argument}, p_now timestamptz) RETURNS TABLE (unread bigint)
 LANGUAGE sql STABLE ROWS 1
 AS $fn$
-    SELECT COALESCE((SELECT c.unread FROM {counters} c WHERE c.user_id = p_user), 0)
+    SELECT COALESCE((SELECT c.unread FROM inbox_unread_counter c WHERE c.user_id = p_user), 0)
          + (SELECT count(*) FROM {notifications} n
             WHERE n.recipient_id = p_user AND n.read_at IS NULL AND n.expires_at > p_now)
 $fn$;
