@@ -77,8 +77,8 @@ class Notification(models.Model):
             models.Index(fields=["recipient", "id"], name="inbox_recipient_id"),
             # The category filter of the list.
             models.Index(fields=["recipient", "category", "id"], name="inbox_recipient_category_id"),
-            # The unread count and the unread filter: only unread rows are indexed; expires_at is
-            # in the index so the count needs no table access.
+            # The unread filter, and SQLite's unread count: only unread rows are indexed; expires_at
+            # is in the index so the count needs no table access.
             models.Index(
                 fields=["recipient", "id", "expires_at"],
                 name="inbox_unread",

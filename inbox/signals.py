@@ -5,7 +5,7 @@ Rows saved one by one (the admin's add form, the shell, other code) are pushed a
 The bulk send path (services.notification_create) does not go through save() and pushes itself.
 """
 
-from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
+from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
 
 CREDENTIAL_FIELDS = frozenset({"password", "is_active"})
 
@@ -44,6 +44,28 @@ def _user_saved(sender, instance, created, raw=False, **kwargs):
         credentials_revoke(user_id=instance.pk)
 
 
+def _user_deleting(sender, instance, origin=None, **kwargs):
+    """
+    Before Django's collector deletes a user's rows (inside its transaction): the users' journal
+    locks, as every writer of their notifications takes them first. The collector deletes their
+    notifications in chunks, and PostgreSQL's unread counter (store/sql/unread_counter.sql) is
+    locked from the first chunk on: without the journal lock a send, a keyed update or the purge
+    holding a later chunk's rows could deadlock with it. A queryset's delete holds all its users
+    at once (buckets in order), from its first user's signal.
+    """
+    from django.db.models import QuerySet
+
+    from .store import journal
+
+    if isinstance(origin, QuerySet) and origin.model is sender:
+        if getattr(origin, "_inbox_journal_held", False):
+            return
+        origin._inbox_journal_held = True
+        journal.hold(list(origin.values_list("pk", flat=True)))
+    else:
+        journal.hold([instance.pk])
+
+
 def _user_deleted(sender, instance, **kwargs):
     from .services import credentials_revoke
 
@@ -63,6 +85,7 @@ def connect() -> None:
     pre_save.connect(_user_saving, sender=User, dispatch_uid="inbox.credentials")
     post_save.connect(_user_saved, sender=User, dispatch_uid="inbox.credentials")
     post_delete.connect(_user_deleted, sender=User, dispatch_uid="inbox.credentials")
+    pre_delete.connect(_user_deleting, sender=User, dispatch_uid="inbox.user_deleting")
     # Who may do what changed: forget this process' remembered answers (inbox/directory.py).
     for signal, sender in (
         (post_save, User), (post_delete, User), (post_save, Group), (post_delete, Group),

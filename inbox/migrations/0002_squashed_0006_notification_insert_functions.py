@@ -10,7 +10,10 @@ file and adds a migration that loads it again (``CREATE OR REPLACE``; a new argu
 drops the old signature), so a fresh database and an upgraded one end with the same definition:
 tests/inbox/store/test_sql.py compares the migrated database with the files. PL/pgSQL checks a
 body's tables and columns when it runs, not when it is created, so loading today's source here,
-before later schema migrations, is safe.
+before later schema migrations, is safe. Today's send functions call ``inbox_unread()`` and
+``inbox_unread_lock()``, which migration 0018 defines with the unread counter: this one creates them
+first as they are without it (inbox/store/sql/unread_plain.sql), so that a database at any migration
+from here on can send.
 """
 
 from pathlib import Path
@@ -29,9 +32,20 @@ DROP = (
 )
 
 
+#: The unread count's two functions as they are without the counter (migration 0018 replaces them).
+UNREAD_PLAIN = "unread_plain.sql"
+DROP_UNREAD_PLAIN = "DROP FUNCTION IF EXISTS inbox_unread, inbox_unread_lock"
+
+
 def create_functions(apps, schema_editor):
     if schema_editor.connection.vendor != "postgresql":
         return
+    create_unread_plain(apps, schema_editor)
+    load_send_functions(apps, schema_editor)
+
+
+def load_send_functions(apps, schema_editor):
+    """Both send functions from today's source (they call inbox_unread() and inbox_unread_lock())."""
     quote = schema_editor.quote_name
     tables = {
         "users": quote(apps.get_model(settings.AUTH_USER_MODEL)._meta.db_table),
@@ -42,11 +56,24 @@ def create_functions(apps, schema_editor):
         schema_editor.execute((SQL / name).read_text().format(**tables), params=None)
 
 
+def create_unread_plain(apps, schema_editor):
+    """inbox_unread() as a count of the rows and inbox_unread_lock() with nothing to lock (store/sql/unread_plain.sql)."""
+    from inbox.store.unread import argument_type
+
+    notification = apps.get_model("inbox", "Notification")
+    names = {
+        "notifications": schema_editor.quote_name(notification._meta.db_table),
+        "user_argument": argument_type(notification._meta.get_field("recipient").db_type(schema_editor.connection)),
+    }
+    schema_editor.execute((SQL / UNREAD_PLAIN).read_text().format(**names), params=None)
+
+
 def drop_functions(apps, schema_editor):
     if schema_editor.connection.vendor != "postgresql":
         return
     for statement in DROP:
         schema_editor.execute(statement)
+    schema_editor.execute(DROP_UNREAD_PLAIN)
 
 
 class Migration(migrations.Migration):

@@ -9,9 +9,9 @@ bench/JOURNAL.md, findings 51 and 76).
   counted from the rows in this migration's transaction, and both send functions loaded again: they
   now lock their recipients' counters and count through ``inbox_unread()``. Writes to the
   notifications wait while it runs: the index and the count read the whole table (2.2-8.8 s for
-  11 million rows on the bench's 2-core machine, finding 76). Going back drops them and gives ``inbox_unread()`` the plain count, which the
-  send functions then call, and ``inbox_unread_lock()`` nothing to lock (0002 loads today's source of
-  the send functions).
+  11 million rows on the bench's 2-core machine, finding 76). Going back drops them and gives
+  ``inbox_unread()`` and ``inbox_unread_lock()`` the definitions 0002 creates (a count of the rows,
+  nothing to lock), which the send functions then call.
 
 SQLite keeps counting the rows (inbox/store/unread.py).
 """
@@ -31,6 +31,8 @@ COUNTERS = "inbox_unread_counter"
 
 
 def _names(apps, schema_editor) -> dict[str, str]:
+    from inbox.store.postgres import LOCK_BUCKETS, LOCK_NAMESPACE
+
     notification = apps.get_model("inbox", "Notification")
     column_type = notification._meta.get_field("recipient").db_type(schema_editor.connection)
     return {
@@ -38,6 +40,9 @@ def _names(apps, schema_editor) -> dict[str, str]:
         # The recipient column's type (integer for Django's own user, bigint, uuid, varchar(n)...).
         "user_type": column_type,
         "user_argument": unread.argument_type(column_type),
+        # The writers' advisory locks, which inbox_unread_recount() takes first.
+        "lock_namespace": str(LOCK_NAMESPACE),
+        "lock_buckets": str(LOCK_BUCKETS),
     }
 
 
@@ -46,29 +51,19 @@ def create_counter(apps, schema_editor):
         return
     # params=None: the file's text goes as it is (a "%" in a comment).
     schema_editor.execute(SQL.read_text().format(**_names(apps, schema_editor)), params=None)
-    functions.create_functions(apps, schema_editor)
+    functions.load_send_functions(apps, schema_editor)
 
 
 def drop_counter(apps, schema_editor):
     if schema_editor.connection.vendor != "postgresql":
         return
-    names = _names(apps, schema_editor)
+    notifications = _names(apps, schema_editor)["notifications"]
     for trigger in ("insert", "update", "delete", "truncate"):
-        schema_editor.execute(f"DROP TRIGGER inbox_unread_counter_{trigger} ON {names['notifications']}")
+        schema_editor.execute(f"DROP TRIGGER inbox_unread_counter_{trigger} ON {notifications}")
     schema_editor.execute("DROP FUNCTION inbox_unread_counter_follow()")
     schema_editor.execute("DROP FUNCTION inbox_unread_recount()")
-    schema_editor.execute(
-        f"CREATE OR REPLACE FUNCTION inbox_unread(p_user {names['user_argument']}, p_now timestamptz)"
-        " RETURNS TABLE (unread bigint) LANGUAGE sql STABLE ROWS 1 AS $fn$"
-        f" SELECT count(*) FROM {names['notifications']} n WHERE n.recipient_id = p_user AND n.read_at IS NULL"
-        " AND (n.expires_at IS NULL OR n.expires_at > p_now) $fn$",
-        params=None,
-    )
-    schema_editor.execute(
-        f"CREATE OR REPLACE FUNCTION inbox_unread_lock(p_users {names['user_argument']}[]) RETURNS void"
-        " LANGUAGE plpgsql VOLATILE AS $fn$ BEGIN END $fn$",
-        params=None,
-    )
+    # The send functions call these two: as they were before the counter (store/sql/unread_plain.sql).
+    functions.create_unread_plain(apps, schema_editor)
     schema_editor.execute(f"DROP TABLE {COUNTERS}")
 
 

@@ -95,10 +95,12 @@ def insert_any_key(send: NewSend, *, announce: Announce) -> tuple[list[int], dic
 def _lock_active_recipients(recipient_ids: Collection[UserId]) -> set[UserId]:
     """
     Take the recipients' advisory locks (ascending buckets, as the functions do: two bulk sends
-    cannot deadlock), then answer which of them are active users, each row held FOR KEY SHARE (it
+    cannot deadlock) and their unread counters, then answer which of them are active users, each row held FOR KEY SHARE (it
     cannot be deleted before this transaction ends), as the functions' check does.
     """
     from django.contrib.auth import get_user_model
+
+    from . import unread  # not at the top: store/unread.py imports this module
 
     User = get_user_model()
     quote = connection.ops.quote_name
@@ -107,10 +109,10 @@ def _lock_active_recipients(recipient_ids: Collection[UserId]) -> set[UserId]:
     with connection.cursor() as cursor:
         # One statement per lock, in order, in one pipeline (psycopg's executemany).
         cursor.executemany("SELECT pg_advisory_xact_lock(%s, %s)", [(LOCK_NAMESPACE, b) for b in key_lock_buckets(recipient_ids)])
-        cursor.execute(
-            f"SELECT {pk} FROM {table} WHERE {pk} = ANY(%s) AND {is_active} FOR KEY SHARE",
-            [[User._meta.pk.get_db_prep_value(rid, connection) for rid in set(recipient_ids)]],
-        )
+        keys = [User._meta.pk.get_db_prep_value(rid, connection) for rid in set(recipient_ids)]
+        # The unread counters before the user rows, as the functions do (store/sql/unread_counter.sql).
+        cursor.execute(f"SELECT inbox_unread_lock(%s::{unread.recipient_type()}[])", [keys])
+        cursor.execute(f"SELECT {pk} FROM {table} WHERE {pk} = ANY(%s) AND {is_active} FOR KEY SHARE", [keys])
         return {User._meta.pk.to_python(row[0]) for row in cursor.fetchall()}
 
 

@@ -16,12 +16,14 @@
 --
 -- Each recipient's unread count is inbox_unread() (store/sql/unread_counter.sql: the counter the
 -- table's triggers keep, plus the unread rows that expire later), one recipient at a time: a join
--- against every unread row was the cached plan on stale statistics (bench/JOURNAL.md, finding 33). enable_seqscan = off keeps a plan made on a nearly empty table from scanning the whole table
+-- against every unread row was the cached plan on stale statistics (bench/JOURNAL.md, finding 33).
+-- enable_seqscan = off keeps a plan made on a nearly empty table from scanning the whole table
 -- once it has grown (finding 47). Plans are chosen per call: bulk sends were slower on generic
--- plans (finding 56). jit = off: the count's estimate is the table's unread rows over the few
--- recipient_id values ANALYZE samples (1.8M rows a recipient beside a 10M-row inbox), so the plan's
--- cost passed jit_above_cost and the inline/optimize thresholds from a few recipients on, and each
--- call spent 90-130 ms compiling for a 2 ms run (bench/JOURNAL.md, finding 72).
+-- plans (finding 56). jit = off: before the counter, the count's estimate was the table's unread
+-- rows over the few recipient_id values ANALYZE samples (1.8M rows a recipient beside a 10M-row
+-- inbox), so the plan's cost passed jit_above_cost and the inline/optimize thresholds from a few
+-- recipients on, and each call spent 90-130 ms compiling for a 2 ms run (finding 72); no plan of
+-- this function needs JIT.
 
 CREATE OR REPLACE FUNCTION inbox_notification_insert(
     p_recipients bigint[], p_lock_namespace integer, p_lock_buckets integer[],

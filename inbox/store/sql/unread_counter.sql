@@ -18,8 +18,10 @@
 -- tables: one upsert per statement, whatever its rows (a read of 3 million rows is one UPDATE of
 -- the counter, not 3 million). They run in the writer's transaction, so the count commits or rolls
 -- back with the rows. The upsert adds under the counter row's lock, so concurrent writers never
--- lose each other's increments, and takes the rows in user order, so two statements touching the
--- counters of several users lock them in the same order. A write with triggers disabled
+-- lose each other's increments, and takes the rows in user order within its statement. Across the
+-- statements of a transaction, order comes from the users' advisory locks (inbox/store/journal.py,
+-- ``hold``): every writer of a user's rows takes them before its row and counter locks, a user's
+-- deletion included (inbox/signals.py), so two writers of one user never hold each other's locks. A write with triggers disabled
 -- (session_replication_role = replica, ALTER TABLE ... DISABLE TRIGGER) leaves the counter behind:
 -- the recount of migration 0018 (inbox_unread_recount()) sets it right again.
 
@@ -70,16 +72,29 @@ CREATE TRIGGER inbox_unread_counter_delete AFTER DELETE ON {notifications}
 CREATE TRIGGER inbox_unread_counter_truncate AFTER TRUNCATE ON {notifications}
     FOR EACH STATEMENT EXECUTE FUNCTION inbox_unread_counter_follow();
 
--- The counters from the rows, for every user at once. The migration runs it once, in its
--- transaction: CREATE TRIGGER above holds a lock that keeps writers out until it commits, so no
--- write is counted twice or missed. Run it again (SELECT inbox_unread_recount()) after writes
--- made with the triggers disabled; it locks the table against writes while it counts.
+-- The counters from the rows, for every user at once, in the migration's transaction: CREATE
+-- TRIGGER above holds a lock that keeps writers out until it commits, so no write is counted twice
+-- or missed (and it waits for no writer's lock: a send in flight waits for it, not the other way).
+INSERT INTO inbox_unread_counter (user_id, unread)
+SELECT n.recipient_id, count(*) FROM {notifications} n
+WHERE n.read_at IS NULL AND n.expires_at IS NULL
+GROUP BY n.recipient_id;
+
+-- The same again, for an operator, after writes made with the triggers disabled: SELECT
+-- inbox_unread_recount(). It takes every bucket of the writers' advisory locks first
+-- ({lock_buckets} in namespace {lock_namespace}, store/postgres.py), as every writer of the rows
+-- takes its recipients' before their rows and counters, so it waits for the writers in flight
+-- instead of deadlocking with them; then it holds the table against writes while it counts.
 CREATE FUNCTION inbox_unread_recount() RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 AS $fn$
 DECLARE
+    bucket integer;
     users bigint;
 BEGIN
+    FOR bucket IN 0..{lock_buckets} - 1 LOOP
+        PERFORM pg_advisory_xact_lock({lock_namespace}, bucket);
+    END LOOP;
     LOCK TABLE {notifications} IN SHARE MODE;
     DELETE FROM inbox_unread_counter;
     INSERT INTO inbox_unread_counter (user_id, unread)
@@ -90,8 +105,6 @@ BEGIN
     RETURN users;
 END
 $fn$;
-
-SELECT inbox_unread_recount();
 
 -- A send locks its recipients' counter rows, in user order, before it takes their user rows FOR KEY
 -- SHARE (store/sql/notification_insert*.sql): deleting a user deletes their notifications first
