@@ -10,9 +10,12 @@ rows are counted, so the same tests hold the selectors and the store to the ORM'
 """
 
 import threading
+import time
+from contextlib import nullcontext
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.db import connection, transaction
 from django.db.models import Case, Count, Value, When
@@ -20,6 +23,7 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
 from inbox import selectors, services
+from inbox.exceptions import UnknownRecipients
 from inbox.models import Notification
 from inbox.services import retention
 from inbox.services.sending import notification_send
@@ -529,6 +533,120 @@ def test_on_postgresql_writes_racing_on_the_counter_of_a_user_without_one_lose_n
     expected = assert_counts_right(*users)
     assert expected == {u.pk: 2 * rounds for u in users}
     assert {u.pk: counter_of(u.pk) for u in users} == expected
+
+
+def _waiting_for_this_transaction(pid, statement, timeout=3.0):
+    """
+    Once the backend ``pid``, running a statement that contains ``statement``, waits for this
+    connection's transaction to end, as a row lock's waiter waits for its holder (wait event
+    Lock/transactionid, on this transaction's id in pg_locks): the relations of the row locks it
+    holds meanwhile (a row's waiter holds the row's tuple lock while it waits), or None if it has
+    not after ``timeout``. pg_stat_activity is read afresh each time (inside a transaction it is a
+    snapshot); its query may still be the backend's previous one when the wait is seen (the wait
+    event and the locks are read live), and then it is read again.
+    """
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor.execute(
+                "SELECT coalesce((SELECT array_agg(t.relation::regclass::text ORDER BY 1) FROM pg_locks t"
+                "  WHERE t.pid = a.pid AND t.locktype = 'tuple' AND t.granted), '{}')"
+                " FROM pg_stat_activity a"
+                " WHERE a.pid = %s AND strpos(a.query, %s) > 0 AND a.wait_event_type = 'Lock' AND a.wait_event = 'transactionid'"
+                " AND EXISTS (SELECT 1 FROM pg_locks w JOIN pg_locks h ON h.transactionid = w.transactionid"
+                "  WHERE w.pid = a.pid AND w.locktype = 'transactionid' AND NOT w.granted"
+                "  AND h.pid = pg_backend_pid() AND h.locktype = 'transactionid' AND h.granted)",
+                [pid, statement],
+            )
+            row = cursor.fetchone()
+            if row is not None or time.monotonic() > deadline:
+                return None if row is None else row[0]
+            time.sleep(0.005)
+
+
+#: The send's paths through the two send functions: (INBOX settings, in a caller's transaction).
+RACING_SENDS = {
+    # inbox_notification_insert, its own transaction (group commit off).
+    "alone": ({"GROUP_COMMIT_MAX": 1}, False),
+    # inbox_notification_insert in a savepoint of the caller's transaction.
+    "in_a_callers_transaction": ({}, True),
+    # inbox_notification_insert_rows, a batch of one. The batch's lock_timeout is the stall time:
+    # raised far above deadlock_timeout, so that only the send's order of locks keeps it out of a deadlock.
+    "in_a_group_commit_batch": ({"GROUP_COMMIT_STALL_SECONDS": 30.0}, False),
+}
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("path", RACING_SENDS)
+def test_on_postgresql_a_send_racing_its_recipients_deletion_in_sql_waits_for_their_counter_and_is_refused_without_a_deadlock(
+    path, alice, bob, settings
+):
+    # A user deleted in SQL (a script, an operator's psql: no journal lock, which Django's delete
+    # takes first, inbox/signals.py), in the collector's order: her notifications (their delete
+    # trigger takes her counter row's lock), then, once a send to her waits for that lock, her user
+    # row. The send must wait for her counter before it holds her user row FOR KEY SHARE, or the
+    # deletion waits for the send while the send waits for the deletion (PostgreSQL ends that after
+    # deadlock_timeout by aborting one of them).
+    inbox_settings, in_transaction = RACING_SENDS[path]
+    settings.INBOX = {**settings.INBOX, **inbox_settings}
+    send([alice], title="alice's")  # unread and never expires: alice has a counter row
+    send([bob], title="bob's")
+    alice_id = alice.pk
+    users = connection.ops.quote_name(get_user_model()._meta.db_table)
+    notifications = connection.ops.quote_name(Notification._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT setting::int FROM pg_settings WHERE name = 'deadlock_timeout'")
+        well_under_deadlock_timeout = cursor.fetchone()[0] / 1000 / 2
+    sender_pid, sender_ready, notifications_deleted = [], threading.Event(), threading.Event()
+    seen, outcome, at = {}, {}, {}
+
+    def deleter():
+        assert sender_ready.wait(10)
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(f"DELETE FROM {notifications} WHERE recipient_id = %s", [alice_id])
+            notifications_deleted.set()
+            seen["send waiting"] = _waiting_for_this_transaction(sender_pid[0], "inbox_notification_insert")
+            at["user delete"] = time.monotonic()
+            cursor.execute(f"DELETE FROM {users} WHERE id = %s", [alice_id])
+        at["committed"] = time.monotonic()
+
+    def sender():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            sender_pid.append(cursor.fetchone()[0])
+        sender_ready.set()
+        assert notifications_deleted.wait(10)
+        try:
+            with transaction.atomic() if in_transaction else nullcontext():
+                send([bob, alice], title="racing")
+            outcome["send"] = "stored"
+        except Exception as exc:  # noqa: BLE001 - asserted below
+            outcome["send"] = exc
+        at["send ended"] = time.monotonic()
+
+    _in_threads(deleter, sender)
+
+    # The race was run: the send function waited for the deleting transaction before the user row went.
+    assert seen["send waiting"] is not None, "the send function never waited for the deleting transaction"
+    # Refused, not deadlocked: alice was gone when the send went on; nothing stored, for bob either.
+    assert isinstance(outcome["send"], UnknownRecipients), f"the send ended with {outcome['send']!r}"
+    assert outcome["send"].recipients == [alice]
+    # Nobody waited for a deadlock to be found: the user's delete went through at once, and the
+    # send ended as the deletion committed (a group commit batch aborted by a deadlock is written
+    # again alone and refused the same: only the time shows it).
+    assert at["committed"] - at["user delete"] < well_under_deadlock_timeout, "the user's delete waited for the send"
+    assert at["send ended"] - at["committed"] < well_under_deadlock_timeout, "the send went on waiting after the deletion committed"
+    # What it waited for: her counter row (a row's waiter holds the row's tuple lock while it waits).
+    assert seen["send waiting"] == [COUNTERS], f"the send waited for a row of {seen['send waiting']}"
+
+    assert not get_user_model().objects.filter(pk=alice_id).exists()
+    assert list(Notification.objects.values_list("recipient_id", "title")) == [(bob.pk, "bob's")]
+    # No count left for alice's id (a row of 0 at most), and the counter table holds only bob's.
+    assert counter_of(alice_id) in (0, None)
+    assert counter_table() == rows_the_counter_counts() == {bob.pk: 1}
+    assert assert_counts_right(bob) == {bob.pk: 1}
 
 
 # --- Any sequence of writes -------------------------------------------------------------------
