@@ -21,7 +21,6 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
-from django.db.models import Count
 from django.utils import timezone
 
 from inbox import services
@@ -29,6 +28,7 @@ from inbox.exceptions import UnknownRecipients
 from inbox.models import Notification
 from inbox.services import retention
 from inbox.services.sending import notification_send
+from tests.inbox.store.test_unread import counter_of, counter_table, rows_the_counter_counts
 
 pytestmark = [
     pytest.mark.skipif(
@@ -39,7 +39,6 @@ pytestmark = [
 ]
 
 User = get_user_model()
-COUNTERS = "inbox_unread_counter"
 #: The collector's delete of a chunk of notifications (not of inbox_notification_<anything>: the quote closes the name).
 NOTIFICATIONS_DELETE = 'DELETE FROM "inbox_notification"'
 #: More than one chunk of the collector's (GET_ITERATOR_CHUNK_SIZE, 100 ids a statement).
@@ -48,29 +47,6 @@ WAIT = 3.0  # seconds the deletion is held for the writer to be seen waiting, at
 
 
 # --- What the counters must be ------------------------------------------------------------------
-
-
-def counter_table() -> dict:
-    """The counter rows that are not zero (a user whose rows all went may keep a row of 0)."""
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT user_id, unread FROM {COUNTERS} WHERE unread <> 0")
-        return dict(cursor.fetchall())
-
-
-def counter_of(user_id):
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT unread FROM {COUNTERS} WHERE user_id = %s", [user_id])
-        row = cursor.fetchone()
-    return None if row is None else row[0]
-
-
-def rows_the_counter_counts() -> dict:
-    """Per user, the unread rows that never expire: what the counter table must hold."""
-    rows = (
-        Notification.objects.filter(read_at__isnull=True, expires_at__isnull=True)
-        .order_by().values_list("recipient_id").annotate(n=Count("id"))
-    )
-    return dict(rows)
 
 
 def deadlock_timeout() -> float:
