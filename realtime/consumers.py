@@ -25,7 +25,7 @@ from django.db import InterfaceError, OperationalError
 from inbox import selectors, services
 from inbox.conf import inbox_setting
 from inbox.payloads import notification_payload
-from inbox.store import connect, journal
+from inbox.store import connect, journal, unread
 
 from . import admission, protocol, publisher, watchdog
 from .auth import BEARER, DATABASE_UNAVAILABLE, still_valid
@@ -325,7 +325,7 @@ class NotificationConsumer(FastPathConsumerMixin, AsyncJsonWebsocketConsumer):
 
     @database_sync_to_async
     def _unread_count(self) -> int:
-        return connect.unread_count(self.user.pk)
+        return unread.count(self.user.pk)
 
     @database_sync_to_async
     def _replay_page(self, since, cursor, limit, upto, unread) -> "ReplayPage":

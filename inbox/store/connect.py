@@ -111,15 +111,6 @@ def snapshot(user_id: UserId, *, page: str = NONE, after: int | None = None, sin
     return state._replace(changes=_merge_changes(key, since, limit, rows, gone_top=first.inbox_gone_top))
 
 
-def unread_count(user_id: UserId) -> int:
-    """The user's unread, unexpired notifications (``selectors.notification_unread_count``), by SQL built once."""
-    key = get_user_model()._meta.pk.get_db_prep_value(user_id, connection)
-    now = Notification._meta.get_field("expires_at").get_db_prep_value(timezone.now(), connection)
-    with connection.cursor() as cursor:
-        cursor.execute(_unread_sql(connection.vendor), [key, now])
-        return cursor.fetchone()[0]
-
-
 def _state(state) -> Snapshot:
     """The snapshot of the state columns (in ``_snapshot_sql``'s order), with empty pages."""
     found, version, unread, newest, floor, rows_top, gone_top = state
@@ -169,22 +160,6 @@ def _column(model, name: str) -> str:
 
 
 @functools.cache
-def _unread_sql(vendor: str) -> str:
-    return f"SELECT ({_unread_count(vendor)})"
-
-
-def _unread_count(vendor: str) -> str:
-    """The unread count of the user (the first parameter) at a time (the second), as store/unread.py counts."""
-    if vendor == "postgresql":
-        return f"SELECT u.unread FROM inbox_unread(%s::{unread.recipient_type()}, %s) AS u"
-    n = Notification
-    return (
-        f"SELECT count(*) FROM {_quote(n._meta.db_table)} WHERE {_column(n, 'recipient')} = %s"
-        f" AND {_column(n, 'read_at')} IS NULL AND ({_column(n, 'expires_at')} IS NULL OR {_column(n, 'expires_at')} > %s)"
-    )
-
-
-@functools.cache
 def _sender_fields(user_model: str) -> tuple[str, str, list[str]]:
     """The key's and the username's attnames, and both in the order of the model's fields (``Model.from_db``'s)."""
     User = get_user_model()
@@ -228,7 +203,7 @@ def _snapshot_sql(user_model: str, vendor: str, check_active: bool, page: str) -
         f"SELECT (SELECT 1 FROM {_quote(User._meta.db_table)} WHERE {_quote(User._meta.pk.column)} = %s{active}) AS inbox_user_found,"
         f" (SELECT {_column(TokenVersion, 'version')} FROM {_quote(TokenVersion._meta.db_table)}"
         f" WHERE {_column(TokenVersion, 'user')} = %s) AS inbox_token_version,"
-        f" ({_unread_count(vendor)}) AS inbox_unread,"
+        f" ({unread.count_sql(vendor)}) AS inbox_unread,"
         f" (SELECT max({nid}) FROM {table} WHERE {recipient} = %s) AS inbox_newest,"
         f" (SELECT {_column(JournalFloor, 'seq')} FROM {_quote(JournalFloor._meta.db_table)}"
         f" WHERE {_column(JournalFloor, 'user')} = %s) AS inbox_floor,"

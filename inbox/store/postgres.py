@@ -95,8 +95,8 @@ def insert_any_key(send: NewSend, *, announce: Announce) -> tuple[list[int], dic
 def _lock_active_recipients(recipient_ids: Collection[UserId]) -> set[UserId]:
     """
     Take the recipients' advisory locks (ascending buckets, as the functions do: two bulk sends
-    cannot deadlock) and their unread counters, then answer which of them are active users, each row held FOR KEY SHARE (it
-    cannot be deleted before this transaction ends), as the functions' check does.
+    cannot deadlock) and their unread counters, then answer which of them are active users, each
+    row held FOR KEY SHARE (it cannot be deleted before this transaction ends), as the functions do.
     """
     from django.contrib.auth import get_user_model
 

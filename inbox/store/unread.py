@@ -23,18 +23,29 @@ from .base import UserId, integer_user_keys
 from .postgres import bigint_array
 
 
-def counted_by_postgresql() -> bool:
-    return connection.vendor == "postgresql"
-
-
 def count(user_id: UserId, *, now: datetime | None = None) -> int:
-    """``user_id``'s unread, unexpired notifications at ``now`` (default: now)."""
-    now = now or timezone.now()
-    if not counted_by_postgresql():
-        return Notification.objects.for_user(user_id).unread().unexpired(now).count()
+    """``user_id``'s unread, unexpired notifications at ``now`` (default: now), by SQL built once."""
+    now = Notification._meta.get_field("expires_at").get_db_prep_value(now or timezone.now(), connection)
     with connection.cursor() as cursor:
-        cursor.execute(_count_sql(), [_key(user_id), now])
+        cursor.execute(f"SELECT ({count_sql(connection.vendor)})", [_key(user_id), now])
         return cursor.fetchone()[0]
+
+
+@functools.cache
+def count_sql(vendor: str) -> str:
+    """
+    A query of one value, the unread count of a user (its first parameter, a prepared key) at a time
+    (its second): ``inbox_unread()`` on PostgreSQL, the rows counted through the ``inbox_unread``
+    index elsewhere. ``count()`` runs it, store/connect.py's snapshot embeds it.
+    """
+    if vendor == "postgresql":
+        return f"SELECT u.unread FROM inbox_unread(%s::{recipient_type()}, %s) AS u"
+    quote, field = connection.ops.quote_name, Notification._meta.get_field
+    expires = quote(field("expires_at").column)
+    return (
+        f"SELECT count(*) FROM {quote(Notification._meta.db_table)} WHERE {quote(field('recipient').column)} = %s"
+        f" AND {quote(field('read_at').column)} IS NULL AND ({expires} IS NULL OR {expires} > %s)"
+    )
 
 
 def counts(user_ids: Iterable[UserId], *, now: datetime | None = None, chunk: int = 2000) -> dict[UserId, int]:
@@ -44,7 +55,7 @@ def counts(user_ids: Iterable[UserId], *, now: datetime | None = None, chunk: in
     result = dict.fromkeys(ids, 0)
     for start in range(0, len(ids), chunk):
         part = ids[start : start + chunk]
-        if counted_by_postgresql():
+        if connection.vendor == "postgresql":
             keys = bigint_array(part) if integer_user_keys() else [_key(u) for u in part]
             with connection.cursor() as cursor:
                 cursor.execute(_counts_sql(), [keys, now])
@@ -78,11 +89,6 @@ def argument_type(column_type: str) -> str:
 def recipient_type() -> str:
     """The SQL type of ``inbox_unread()``'s first argument for this project's user model."""
     return argument_type(Notification._meta.get_field("recipient").db_type(connection))
-
-
-@functools.cache
-def _count_sql() -> str:
-    return f"SELECT u.unread FROM inbox_unread(%s::{recipient_type()}, %s) AS u"
 
 
 @functools.cache

@@ -14,7 +14,7 @@ from django.utils import timezone
 from inbox import directory, selectors, services
 from inbox.models import JournalFloor, Notification, Tombstone
 from inbox.payloads import notification_payload
-from inbox.store import connect, journal
+from inbox.store import connect, journal, unread
 from tests.factories import make_notification
 
 pytestmark = pytest.mark.django_db
@@ -77,9 +77,10 @@ def test_a_user_without_notifications_has_a_snapshot_of_zeros_and_empty_pages(al
         assert snap == connect.Snapshot(True, 0, 0, 0, 0, 0, payloads=[], changes=[])
 
 
-def test_the_unread_count_is_the_selectors(inbox, alice, bob):
+def test_the_unread_count_a_socket_reads_is_its_unread_unexpired_rows(inbox, alice, bob):
     for user in (alice, bob):
-        assert connect.unread_count(user.pk) == selectors.notification_unread_count(user_id=user.pk)
+        rows = Notification.objects.for_user(user.pk).unread().unexpired().count()
+        assert unread.count(user.pk) == rows == selectors.notification_unread_count(user_id=user.pk)
 
 
 # --- Whether the token is still good ---------------------------------------------------------------
