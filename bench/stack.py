@@ -236,7 +236,7 @@ class Stack:
         if kind == "uvicorn":
             return [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
                     "--log-level", "warning", "--lifespan", "off", "--loop", "uvloop", "--http", "httptools",
-                    "--ws", "websockets", "--ws-per-message-deflate", "false", app]
+                    "--ws", os.environ.get("BENCH_UVICORN_WS", "websockets-sansio"), "--ws-per-message-deflate", "false", app]
         raise ValueError(f"unknown server {kind!r}")
 
     def _spawn(self, kind: str, port: int | None = None) -> ServerProcess:
