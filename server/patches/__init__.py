@@ -2,7 +2,7 @@
 Every patch of a third party's internals, in one place (Sentry's ``src/sentry/monkey/``).
 
 Each patch is one named function in the module of the library it patches (daphne.py, twisted.py,
-autobahn.py), declared with ``@patch(library, versions, reason)``: the distribution it patches, the
+autobahn.py, uvicorn.py), declared with ``@patch(library, versions, reason)``: the distribution it patches, the
 release range whose internals it was read against, and why it exists. ``apply()`` runs from
 ``ServerConfig.ready()`` and applies each patch at most once per process. A library installed
 outside a patch's range is left alone, with a WARNING naming the patch, the installed version and
@@ -120,7 +120,7 @@ def applied() -> list[Patch]:
     return [p for p, outcome in _outcomes.items() if outcome == "applied"]
 
 
-from . import autobahn, daphne, twisted  # noqa: E402  (their @patch needs the names above)
+from . import autobahn, daphne, twisted, uvicorn  # noqa: E402  (their @patch needs the names above)
 
 #: Every patch, in the order apply() applies them.
 PATCHES: tuple[Patch, ...] = (
@@ -135,4 +135,7 @@ PATCHES: tuple[Patch, ...] = (
     daphne.close_websockets_that_do_not_read,
     daphne.limit_websocket_pings,
     daphne.bound_request_bodies,
+    uvicorn.close_uvicorn_websockets_that_do_not_read,
+    uvicorn.limit_uvicorn_websocket_pings,
+    uvicorn.bound_uvicorn_request_heads,
 )

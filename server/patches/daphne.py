@@ -9,11 +9,9 @@ import sys
 import time
 
 from . import patch
+from .limits import POLICY_VIOLATION, PingBudget
 
 logger = logging.getLogger(__name__)
-
-#: RFC 6455 "policy violation": the close code of the limits below (realtime/protocol.py mirrors it).
-POLICY_VIOLATION = 1008
 
 # RFC 6455 7.4.1 and the IANA registry: codes an endpoint may put in a close frame.
 STANDARD_CLOSE_CODES = frozenset({1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
@@ -314,24 +312,19 @@ def limit_websocket_pings() -> None:
 
     from ..conf import server_setting
 
-    WebSocketProtocol.pingRate = float(server_setting("WEBSOCKET_PING_RATE") or 0)
-    WebSocketProtocol.pingBurst = float(server_setting("WEBSOCKET_PING_BURST") or 0)
+    rate = float(server_setting("WEBSOCKET_PING_RATE") or 0)
+    burst = float(server_setting("WEBSOCKET_PING_BURST") or 0)
     WebSocketProtocol._closed_by_server = False
     inner = WebSocketProtocol.onPing
 
     def onPing(self, payload):
-        rate, burst = self.pingRate, self.pingBurst
-        if rate and burst:
-            now = time.monotonic()
-            state = self.__dict__
-            tokens = min(burst, state.get("_ping_tokens", burst) + (now - state.get("_ping_at", now)) * rate)
-            self._ping_at = now
-            if tokens < 1:
-                self._ping_tokens = tokens
-                if self.state == self.STATE_OPEN:
-                    _close_for_policy(self, f"protocol pings over {rate:g}/s (bursts of {burst:g})")
-                return None
-            self._ping_tokens = tokens - 1
+        budget = self.__dict__.get("_ping_budget")
+        if budget is None:
+            budget = self._ping_budget = PingBudget(rate, burst)
+        if not budget.take():
+            if self.state == self.STATE_OPEN:
+                _close_for_policy(self, budget.describe())
+            return None
         return inner(self, payload)
 
     WebSocketProtocol.onPing = onPing

@@ -11,15 +11,27 @@ from server import patches
 from server.patches import PATCHES, Patch, in_range
 
 
+def under_uvicorn():
+    """What a uvicorn process has imported when Django starts (the uvicorn patches wait for it), and the patches then."""
+    import uvicorn.config  # noqa: F401
+
+    patches.apply()
+
+
 def patched_attributes():
     """Every attribute the patches replace, as it is now."""
+    under_uvicorn()
     from autobahn.twisted import websocket as twisted_websocket
     from autobahn.websocket import protocol
     from daphne.http_protocol import WebRequest
     from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
     from twisted.internet import tcp
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Http
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol as Sansio
 
     return [
+        Sansio.send, Sansio.keepalive_timeout, Sansio.handle_ping,
+        Http.connection_made, Http.on_message_begin, Http.on_headers_complete, Http.connection_lost,
         WebSocketProtocol.serverClose, WebSocketFactory.__init__, WebRequest.__init__, tcp.Connection.write,
         protocol.hltype, protocol.hlval, twisted_websocket.hltype, twisted_websocket.hlval, WebSocketProtocol.serverSend,
         WebSocketProtocol.onPing, WebRequest.gotLength, WebRequest.handleContentChunk, WebRequest.requestReceived,
@@ -28,18 +40,19 @@ def patched_attributes():
 
 
 def test_every_patch_is_applied_at_startup_inside_its_range():
-    # ServerConfig.ready() ran when pytest-django set Django up.
-    assert [p for p in patches.applied() if p in PATCHES] == list(PATCHES)
+    # ServerConfig.ready() ran when pytest-django set Django up; uvicorn's patches wait for uvicorn.
+    under_uvicorn()
+    assert sorted(p.name for p in patches.applied() if p in PATCHES) == sorted(p.name for p in PATCHES)
     for p in PATCHES:
         for library, versions in ((p.library, p.versions), *p.also):
             assert in_range(metadata.version(library), versions), (p.name, library)
 
 
 def test_each_patch_says_what_it_patches_and_why():
-    assert len({p.name for p in PATCHES}) == len(PATCHES) == 11
+    assert len({p.name for p in PATCHES}) == len(PATCHES) == 14
     for p in PATCHES:
         assert p.name == p.function.__name__
-        assert p.library in {"daphne", "Twisted", "autobahn"}
+        assert p.library in {"daphne", "Twisted", "autobahn", "uvicorn"}
         assert p.reason and p.versions.startswith(">=")
 
 

@@ -1,0 +1,35 @@
+"""What the server patches share: the policy close code, and the protocol-ping budget (server/patches)."""
+
+from __future__ import annotations
+
+import time
+
+#: RFC 6455 "policy violation": the close code of the limits on what a client may make a server hold
+#: (realtime/protocol.py mirrors it).
+POLICY_VIOLATION = 1008
+
+
+class PingBudget:
+    """
+    A token bucket for one socket's protocol-level pings: ``burst`` tokens, refilled at ``rate`` a
+    second. ``take()`` is False once a ping finds no token left. ``rate`` or ``burst`` 0: no limit.
+    """
+
+    __slots__ = ("rate", "burst", "tokens", "at")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst, self.tokens, self.at = rate, burst, burst, time.monotonic()
+
+    def take(self) -> bool:
+        if not (self.rate and self.burst):
+            return True
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+    def describe(self) -> str:
+        return f"protocol pings over {self.rate:g}/s (bursts of {self.burst:g})"

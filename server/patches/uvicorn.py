@@ -1,0 +1,245 @@
+"""Patches of uvicorn 0.54 (its sans-I/O WebSockets, ``--ws websockets-sansio``, and httptools): client limits (server/patches)."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+from . import patch
+from .limits import POLICY_VIOLATION, PingBudget
+
+logger = logging.getLogger(__name__)
+
+SANSIO = "uvicorn.protocols.websockets.websockets_sansio_impl"
+
+
+def _sansio_protocol():
+    """The protocol class, if this process runs uvicorn; None elsewhere (daphne, manage.py)."""
+    if "uvicorn.config" not in sys.modules:
+        return None  # not under uvicorn (which imports its protocols after the application)
+    return importlib.import_module(SANSIO).WebSocketsSansIOProtocol
+
+
+def _drop_later(protocol, seconds: float) -> None:
+    """
+    Drop ``protocol``'s connection, and what it still buffers, if it is not gone within ``seconds``.
+
+    It is the closing handshake's timer (uvicorn's ``close_timer``, which calls ``transport.close()``:
+    that waits for the buffer to drain), so the client's answer to the close still ends it at once.
+    """
+    if protocol.close_timer is not None:
+        protocol.close_timer.cancel()
+    protocol.close_timer = protocol.loop.call_later(max(seconds, 0.0), protocol.transport.abort)
+
+
+def _close_for_policy(protocol, what: str) -> None:
+    """Close with 1008 after what is queued, tell the application, and drop the connection after the drain time."""
+    from ..conf import server_setting
+
+    protocol._closed_by_server = True
+    logger.warning("WebSocket %s closed with %d: %s", protocol.client, POLICY_VIOLATION, what)
+    protocol.queue.put_nowait({"type": "websocket.disconnect", "code": POLICY_VIOLATION, "reason": ""})
+    protocol.conn.send_close(POLICY_VIOLATION)
+    protocol.transport.write(b"".join(protocol.conn.data_to_send()))
+    protocol.close_sent = True
+    if protocol.read_paused:  # read on, to see the client's answer to the close
+        protocol.read_paused = False
+        protocol.transport.resume_reading()
+    _drop_later(protocol, float(server_setting("WEBSOCKET_POLICY_CLOSE_DRAIN_SECONDS")))
+
+
+@patch(
+    "uvicorn", ">=0.54,<0.55",
+    "uvicorn's send waits while a client does not read, so one such socket held its consumer, and the frames "
+    "meant for it queued there (issue 22; issue 23's bound, as daphne's patch keeps it)",
+    also={"websockets": ">=17,<18"},
+)
+def close_uvicorn_websockets_that_do_not_read() -> bool:
+    """
+    Write a socket's frames at once, and close it with 1008 past SERVER['WEBSOCKET_MAX_UNSENT_BYTES'].
+
+    uvicorn's ``send`` awaits the transport's ``writable`` event: while a client takes nothing, the
+    consumer's task waits in it, and what the channel layer brings for that socket waits behind it.
+    Here a ``websocket.send`` after the handshake writes at once while the bytes the transport still
+    holds are under the limit; past it the frame is dropped, a close frame (1008) goes after what is
+    queued, the application hears ``websocket.disconnect`` (1008), and the connection is dropped
+    SERVER['WEBSOCKET_POLICY_CLOSE_DRAIN_SECONDS'] later if the client has not taken it all (asyncio's
+    ``close()`` waits for a buffer to drain, forever for a client that never reads). The same drop
+    follows uvicorn's own closes (the application's, the keepalive's 1011). What the application
+    sends after a close made here is dropped, as daphne's patch does.
+    """
+    protocol_class = _sansio_protocol()
+    if protocol_class is None:
+        return False
+    from websockets.exceptions import InvalidState
+
+    from uvicorn.protocols.utils import ClientDisconnected
+
+    from ..conf import server_setting
+
+    limit = int(server_setting("WEBSOCKET_MAX_UNSENT_BYTES") or 0)
+    drain = float(server_setting("WEBSOCKET_POLICY_CLOSE_DRAIN_SECONDS"))
+    protocol_class._closed_by_server = False
+    inner_send = protocol_class.send
+
+    async def send(self, message):
+        kind = message["type"]
+        if self.handshake_complete and self.initial_response is None and not self.disconnected:
+            if self.close_sent:
+                if self._closed_by_server:
+                    return None  # closed by a limit here: the application hears of it by websocket.disconnect
+            elif kind == "websocket.send":
+                if limit and self.transport.get_write_buffer_size() > limit:
+                    _close_for_policy(self, f"more than {limit} bytes unsent: the client does not read")
+                    return None
+                try:
+                    data = message.get("bytes")
+                    if data is not None:
+                        self.conn.send_binary(data)
+                    else:
+                        text = message.get("text")
+                        if text is not None:
+                            self.conn.send_text(text.encode())
+                except InvalidState:
+                    raise ClientDisconnected() from None
+                self.transport.write(b"".join(self.conn.data_to_send()))
+                return None
+            elif kind == "websocket.close" and not self.writable.is_set():
+                # uvicorn would wait for the client to read first; the close goes after what is queued.
+                self.writable.set()
+                try:
+                    await inner_send(self, message)
+                finally:
+                    if not self.disconnected:
+                        self.writable.clear()
+                _drop_later(self, drain)
+                return None
+        await inner_send(self, message)
+        if kind == "websocket.close" and self.close_sent and not self.disconnected:
+            _drop_later(self, drain)
+        return None
+
+    protocol_class.send = send
+
+    inner_timeout = protocol_class.keepalive_timeout
+
+    def keepalive_timeout(self):
+        inner_timeout(self)
+        if not self.disconnected:
+            _drop_later(self, drain)
+
+    protocol_class.keepalive_timeout = keepalive_timeout
+    return True
+
+
+@patch(
+    "uvicorn", ">=0.54,<0.55",
+    "uvicorn answers every protocol-level ping below the application, outside its frame budget, and writes the "
+    "pong whether the client reads or not (issue 23's budget, as daphne's patch keeps it)",
+    also={"websockets": ">=17,<18"},
+)
+def limit_uvicorn_websocket_pings() -> bool:
+    """
+    Give a socket's protocol-level pings the budget daphne's patch gives them (SERVER['WEBSOCKET_PING_RATE'],
+    SERVER['WEBSOCKET_PING_BURST']): past it, the pong is not written and the socket is closed with 1008.
+    """
+    protocol_class = _sansio_protocol()
+    if protocol_class is None:
+        return False
+    from ..conf import server_setting
+
+    rate = float(server_setting("WEBSOCKET_PING_RATE") or 0)
+    burst = float(server_setting("WEBSOCKET_PING_BURST") or 0)
+    inner = protocol_class.handle_ping
+
+    def handle_ping(self):
+        budget = self.__dict__.get("_ping_budget")
+        if budget is None:
+            budget = self._ping_budget = PingBudget(rate, burst)
+        if budget.take():
+            return inner(self)
+        self.conn.data_to_send()  # the pong websockets queued: not sent
+        if not self.close_sent:
+            _close_for_policy(self, budget.describe())
+        return None
+
+    protocol_class.handle_ping = handle_ping
+    return True
+
+
+def _httptools_protocol():
+    if "uvicorn.config" not in sys.modules:
+        return None
+    return importlib.import_module("uvicorn.protocols.http.httptools_impl").HttpToolsProtocol
+
+
+@patch(
+    "uvicorn", ">=0.54,<0.55",
+    "uvicorn puts no deadline on a request head: a connection that sends one byte now and then, or none, was held "
+    "for as long as its client wanted (daphne's patch answers it 408)",
+    also={"httptools": ">=0.6,<0.10"},
+)
+def bound_uvicorn_request_heads() -> bool:
+    """
+    Answer 408 and close a connection whose request head is not complete SERVER['REQUEST_READ_TIMEOUT_SECONDS']
+    after the connection opened or the request's first byte came.
+
+    uvicorn (httptools) starts a timer only between requests (``--timeout-keep-alive``), and the first byte of a
+    request cancels it; nothing bounds the head itself, so a slow client held its connection without end. The
+    body's own deadline is the application's (server/http.py), as on daphne.
+    """
+    protocol_class = _httptools_protocol()
+    if protocol_class is None:
+        return False
+    from ..conf import server_setting
+
+    timeout = float(server_setting("REQUEST_READ_TIMEOUT_SECONDS") or 0)
+    if not timeout:
+        return True
+    answer = (
+        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        b"content-length: 32\r\nconnection: close\r\n\r\nThe request head took too long.\n"
+    )
+    protocol_class._head_timer = None
+
+    def expire(self) -> None:
+        self._head_timer = None
+        if not self.transport.is_closing():
+            logger.warning("HTTP %s: request head not complete after %gs: 408", self.client, timeout)
+            self.transport.write(answer)
+            self.transport.close()
+
+    def arm(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(timeout, expire, self)
+
+    def disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    inner_made, inner_begin = protocol_class.connection_made, protocol_class.on_message_begin
+    inner_complete, inner_lost = protocol_class.on_headers_complete, protocol_class.connection_lost
+
+    def connection_made(self, transport):
+        inner_made(self, transport)
+        arm(self)
+
+    def on_message_begin(self):
+        arm(self)
+        inner_begin(self)
+
+    def on_headers_complete(self):
+        disarm(self)
+        inner_complete(self)
+
+    def connection_lost(self, exc):
+        disarm(self)
+        inner_lost(self, exc)
+
+    protocol_class.connection_made = connection_made
+    protocol_class.on_message_begin = on_message_begin
+    protocol_class.on_headers_complete = on_headers_complete
+    protocol_class.connection_lost = connection_lost
+    return True
