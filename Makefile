@@ -18,14 +18,14 @@ $(VENV)/.installed-test: requirements.txt requirements-test.txt $(VENV)/.install
 	touch $@
 
 ## Install, migrate, create the demo accounts (demo mode only: DJANGO_DEBUG on, the default, or
-## INBOX_DEMO=1; none with DJANGO_DEBUG=0), and serve on http://$(HOST):$(PORT) with daphne, the
-## fallbacks' worker (manage.py inbox_worker) beside it: scripts/serve.py stops both together.
+## INBOX_DEMO=1; none with DJANGO_DEBUG=0), and serve on http://$(HOST):$(PORT) with uvicorn (as the
+## image), the fallbacks' worker (manage.py inbox_worker) beside it: scripts/serve.py stops both together.
 run: $(VENV)/.installed-run
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py inbox_demo --if-demo
 	@echo "Inbox: open http://$(HOST):$(PORT)/  (admin: http://$(HOST):$(PORT)/admin/, API docs: http://$(HOST):$(PORT)/api/docs/)"
-	exec $(PY) scripts/serve.py $(VENV)/bin/daphne -b $(HOST) -p $(PORT) --websocket_connect_timeout 30 notifications_site.asgi:application
+	exec $(PY) scripts/serve.py --host $(HOST) --port $(PORT)
 
 ## Install the test dependencies, check the import rule (.importlinter), and run the whole suite
 ## (pytest's "no tests" exit code 5 is a failure).

@@ -1,11 +1,17 @@
 #!/usr/bin/env python3
 """
-One unit of the deployment: the server command given (daphne), as one process or several on the
-same port, and, beside it, the fallbacks' worker (``python manage.py inbox_worker``). ``make run``
-and the Dockerfile's CMD start it:
+One unit of the deployment: the server (uvicorn, or the command given), as one process or several
+on the same port, and, beside it, the fallbacks' worker (``python manage.py inbox_worker``).
+``make run`` and the Dockerfile's CMD start it:
 
+    python scripts/serve.py --host 0.0.0.0 --port 8000          # uvicorn, as DEFAULT_SERVER below
     python scripts/serve.py daphne -b 0.0.0.0 -p 8000 notifications_site.asgi:application
 
+- With no command (only ``--host``/``--port`` and other options of uvicorn's), the server is uvicorn
+  with ``DEFAULT_SERVER``'s options: its sans-I/O WebSockets (server/patches/uvicorn.py bounds what a
+  client may make it hold), uvloop and httptools, no proxy headers (the application reads them,
+  trusting only ``INBOX_NUM_PROXIES``), and 10 s for the sockets' 1012 and the requests in flight on
+  SIGTERM (bench/JOURNAL.md, finding 79).
 - ``INBOX_SERVER_PROCESSES``: how many server processes share the port. Default: the CPUs this
   process may use (its affinity, capped by a cgroup CPU quota) when the processes share a channel layer (``REDIS_URL`` or ``REDIS_URLS`` set),
   else 1 (without Redis each process has its own in-memory layer: a send would only reach the
@@ -41,6 +47,22 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MANAGE = os.path.join(os.path.dirname(HERE), "manage.py")
+
+
+APP = "notifications_site.asgi:application"
+DEFAULT_SERVER = [
+    sys.executable, "-m", "uvicorn",
+    "--ws", "websockets-sansio", "--ws-max-size", "1048576", "--ws-per-message-deflate", "false",
+    "--loop", "uvloop", "--http", "httptools", "--lifespan", "off", "--no-proxy-headers",
+    "--timeout-graceful-shutdown", "10",
+]
+
+
+def server_command(argv: list[str]) -> list[str]:
+    """The server command line: ``argv`` itself, or the default server with ``argv``'s options (and the application)."""
+    if argv and not argv[0].startswith("-"):
+        return argv
+    return [*DEFAULT_SERVER, *argv] + ([] if argv[-1:] == [APP] else [APP])
 
 
 class UsageError(Exception):
@@ -99,16 +121,16 @@ def server_processes() -> int:
 
 
 def split_bind(argv: list[str]) -> tuple[str, int, list[str]]:
-    """The host and port of a daphne command line, and the command without them."""
+    """The host and port of a daphne or uvicorn command line, and the command without them."""
     host, port, rest, i = "127.0.0.1", 8000, [], 0
     while i < len(argv):
         arg = argv[i]
         name, eq, inline = arg.partition("=")
-        if name in ("-b", "--bind", "-p", "--port"):
+        if name in ("-b", "--bind", "--host", "-p", "--port"):
             value = inline if eq else (argv[i + 1] if i + 1 < len(argv) else None)
             if value is None:
                 raise UsageError(f"{name} needs a value")
-            if name in ("-b", "--bind"):
+            if name in ("-b", "--bind", "--host"):
                 host = value
             else:
                 try:
@@ -117,8 +139,8 @@ def split_bind(argv: list[str]) -> tuple[str, int, list[str]]:
                     raise UsageError(f"{name} must be a port number, not {value!r}") from None
             i += 1 if eq else 2
             continue
-        if name in ("-u", "--unix-socket", "--fd", "-e", "--endpoint"):
-            raise UsageError(f"{name} cannot be shared by several server processes: bind with -b and -p, or set INBOX_SERVER_PROCESSES=1")
+        if name in ("-u", "--unix-socket", "--uds", "--fd", "-e", "--endpoint"):
+            raise UsageError(f"{name} cannot be shared by several server processes: bind with --host and --port, or set INBOX_SERVER_PROCESSES=1")
         rest.append(arg)
         i += 1
     return host, port, rest
@@ -133,6 +155,9 @@ def listening_socket(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    # Accepted connections inherit it (Linux). uvicorn takes a --fd for a Unix socket and so never sets it: its
+    # response head and body then met delayed ACKs, 40 ms a request (bench/JOURNAL.md, finding 79).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind(infos[0][4])
     except OSError as exc:
@@ -153,9 +178,10 @@ def server_commands(argv: list[str], count: int) -> list[tuple[list[str], tuple[
 
 
 def main(argv: list[str]) -> int:
-    if not argv:
+    if argv and argv[0] in ("-h", "--help"):
         print(__doc__, file=sys.stderr)
-        return 2
+        return 0
+    argv = server_command(argv)
     with_worker = _flag("INBOX_WORKER", "1")
     worker_command = [sys.executable, MANAGE, "inbox_worker", *shlex.split(os.environ.get("INBOX_WORKER_ARGS", ""))]
     grace = float(os.environ.get("INBOX_STOP_GRACE_SECONDS", "20"))
@@ -184,7 +210,7 @@ def main(argv: list[str]) -> int:
         for fd in fds:
             os.close(fd)  # the child has it: a server that stops closes the port's socket it had
     worker = start(worker_command) if with_worker else None
-    name = os.path.basename(argv[0])
+    name = argv[2] if len(argv) > 2 and argv[1] == "-m" else os.path.basename(argv[0])
     what = f"{name} (pid {servers[0].pid})" if len(servers) == 1 else f"{len(servers)} {name} processes on one port (pids {', '.join(str(s.pid) for s in servers)})"
     log(what + (f" and the fallbacks' worker (pid {worker.pid})" if worker else ", no worker (INBOX_WORKER=0)"))
     worker_started, pause, restart_at = time.monotonic(), 1.0, None
@@ -221,7 +247,8 @@ def main(argv: list[str]) -> int:
             p.wait()
     if exited is not None:
         return status_of(exited.returncode)
-    return max(status_of(s.returncode) for s in servers)
+    # uvicorn ends itself with the SIGTERM it was sent, once it has shut down: that is a clean stop.
+    return max(0 if s.returncode == -signal.SIGTERM else status_of(s.returncode) for s in servers)
 
 
 if __name__ == "__main__":

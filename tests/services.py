@@ -82,17 +82,24 @@ def database_url_for_subprocess() -> str:
 
 SERVER_COMMANDS = {
     "daphne": ["-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", "--access-log", "-"],
-    # The REST API's own processes in the documented deployment (README, Deployment).
-    "uvicorn": ["-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}", "--lifespan", "off", "--loop", "uvloop", "--http", "httptools"],
-    # What the image runs: scripts/serve.py supervising daphne (INBOX_SERVER_PROCESSES of them on one port).
-    "serve": ["scripts/serve.py", sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "{port}"],
+    # uvicorn as the image's scripts/serve.py runs it (DEFAULT_SERVER), one process, no worker.
+    "uvicorn": [
+        "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}", "--ws", "websockets-sansio", "--ws-max-size", "1048576",
+        "--ws-per-message-deflate", "false", "--loop", "uvloop", "--http", "httptools", "--lifespan", "off",
+        "--no-proxy-headers", "--timeout-graceful-shutdown", "10",
+    ],
+    # What the image runs: scripts/serve.py supervising uvicorn (INBOX_SERVER_PROCESSES of them on one port).
+    "serve": ["scripts/serve.py", "--host", "127.0.0.1", "--port", "{port}"],
+    # The same supervisor running daphne (still supported).
+    "serve-daphne": ["scripts/serve.py", sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "{port}"],
 }
 
 
 class DaphneServer:
     """
     A real daphne process (or, with ``server="uvicorn"``, uvicorn; with ``server="serve"``, the image's
-    scripts/serve.py and its daphne processes) serving notifications_site.asgi on 127.0.0.1.
+    scripts/serve.py and its uvicorn processes; ``"serve-daphne"``, the same with daphne) serving
+    notifications_site.asgi on 127.0.0.1.
     """
 
     def __init__(

@@ -1,5 +1,6 @@
 """
-daphne stopped with SIGTERM in the middle of a send burst and started again on the same port.
+The server (daphne, and uvicorn as the image runs it) stopped with SIGTERM in the middle of a send
+burst and started again on the same port.
 Senders retry with their Idempotency-Key; clients reconnect and catch up. Nothing is lost and
 nothing is stored twice.
 """
@@ -25,9 +26,10 @@ def _count_rows() -> int:
     return Notification.objects.count()
 
 
-async def test_daphne_stopped_with_sigterm_under_load_and_restarted_loses_nothing(daphne_factory, private_redis, figures):
+@pytest.mark.parametrize("kind", ["daphne", "uvicorn"])
+async def test_the_server_stopped_with_sigterm_under_load_and_restarted_loses_nothing(daphne_factory, private_redis, figures, kind):
     redis = private_redis()
-    server = daphne_factory(redis_url=redis.url)
+    server = daphne_factory(server=kind, redis_url=redis.url)
     users, sender, clients, http = await users_online(server, 30, concurrency=16)
 
     total, stop_after = 600, 200
@@ -93,15 +95,16 @@ async def test_daphne_stopped_with_sigterm_under_load_and_restarted_loses_nothin
     assert all(c.connections >= 2 for c in clients), "every client reconnected to the new process"
     # It exits by itself (the harness would SIGKILL it after 10 s): request threads waiting on the
     # stopped event loop no longer hold the process (server/patches/daphne.py, exit_promptly_after_shutdown).
-    assert events["stopped"] - events["sigterm"] < 5, f"daphne took {events['stopped'] - events['sigterm']:.1f}s to exit on SIGTERM"
+    assert events["stopped"] - events["sigterm"] < 5, f"{kind} took {events['stopped'] - events['sigterm']:.1f}s to exit on SIGTERM"
 
 
-async def test_sockets_open_when_daphne_gets_sigterm_are_closed_with_1012_not_dropped(daphne_factory, make_user):
+@pytest.mark.parametrize(("kind", "reason"), [("daphne", "server restart"), ("uvicorn", "")])
+async def test_sockets_open_when_the_server_gets_sigterm_are_closed_with_1012_not_dropped(daphne_factory, make_user, kind, reason):
     import websockets
 
     from tests.conftest import access_token_for
 
-    server = daphne_factory()
+    server = daphne_factory(server=kind)
     users = [await database_sync_to_async(make_user)() for _ in range(5)]
     sockets = [
         await websockets.connect(server.ws_url, subprotocols=["bearer", access_token_for(u)], open_timeout=10)
@@ -115,4 +118,4 @@ async def test_sockets_open_when_daphne_gets_sigterm_are_closed_with_1012_not_dr
     for ws in sockets:
         await asyncio.wait_for(ws.wait_closed(), 5)
     assert [ws.close_code for ws in sockets] == [1012] * 5
-    assert {ws.close_reason for ws in sockets} == {"server restart"}
+    assert {ws.close_reason for ws in sockets} == {reason}

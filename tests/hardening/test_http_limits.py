@@ -31,29 +31,28 @@ pytestmark = pytest.mark.e2e
 PASSWORD = "pw-secret-123"
 
 
-def _dockerfile_daphne_flags() -> list[str]:
-    """The flags of the Dockerfile's daphne command, less its address, port and application."""
+def _dockerfile_server_options() -> list[str]:
+    """The options the Dockerfile's CMD gives scripts/serve.py's default server, less its address and port."""
     text = (ext.ROOT / "Dockerfile").read_text()
     (cmd,) = re.findall(r"^CMD (\[.*\])\s*$", text, re.M)
     args = json.loads(cmd)
-    if args[:2] == ["python", "scripts/serve.py"]:  # the supervisor that runs the fallbacks' worker beside daphne
-        args = args[2:]
-    assert args[0] == "daphne" and args[-1] == "notifications_site.asgi:application", args
-    flags, rest = [], args[1:-1]
+    # The supervisor that runs the fallbacks' worker beside its default server (uvicorn, as serve.py's DEFAULT_SERVER).
+    assert args[:2] == ["python", "scripts/serve.py"] and args[2].startswith("-"), args
+    options, rest = [], args[2:]
     while rest:
         arg = rest.pop(0)
-        if arg in ("-b", "--bind", "-p", "--port"):
+        if arg in ("--host", "--port"):
             rest.pop(0)
         else:
-            flags.append(arg)
-    return flags
+            options.append(arg)
+    return options
 
 
-# The server commands of these tests: daphne as the image runs it, daphne with --proxy-headers
-# (as the image ran it before; an operator may add it), uvicorn as the README runs it (its
-# --forwarded-allow-ips defaults to 127.0.0.1, the test's "proxy").
+# The server commands of these tests: the image's (scripts/serve.py and its uvicorn; the worker is
+# not started), daphne with --proxy-headers (an operator may add it), uvicorn as the README's split
+# deployment runs it (its --forwarded-allow-ips defaults to 127.0.0.1, the test's "proxy").
 SERVERS = {
-    "daphne-as-deployed": lambda: ["-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", *_dockerfile_daphne_flags()],
+    "as-deployed": lambda: ["scripts/serve.py", "--host", "127.0.0.1", "--port", "{port}", *_dockerfile_server_options()],
     "daphne-proxy-headers": lambda: ["-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", "--proxy-headers"],
     "uvicorn-proxy-headers": lambda: [*ext.SERVER_COMMANDS["uvicorn"], "--proxy-headers", "--no-access-log"],
 }
@@ -63,7 +62,7 @@ SERVERS = {
 def start_server(daphne_factory, monkeypatch):
     def start(name: str, env: dict | None = None) -> ext.DaphneServer:
         monkeypatch.setitem(ext.SERVER_COMMANDS, name, SERVERS[name]())
-        return daphne_factory(server=name, env=env)
+        return daphne_factory(server=name, env={"INBOX_WORKER": "0", **(env or {})})
 
     return start
 
@@ -95,7 +94,7 @@ def make_user_with_a_real_hash(username: str, *, is_staff: bool = False):
 # --- The per-address limit behind proxies ------------------------------------------------------
 
 
-@pytest.mark.parametrize("server_name", ["daphne-as-deployed", "daphne-proxy-headers", "uvicorn-proxy-headers"])
+@pytest.mark.parametrize("server_name", ["as-deployed", "daphne-proxy-headers", "uvicorn-proxy-headers"])
 def test_with_no_trusted_proxy_a_forged_x_forwarded_for_buys_no_fresh_guesses(start_server, server_name, figures):
     make_user_with_a_real_hash("alice")
     server = start_server(server_name, env={"INBOX_THROTTLE_AUTH": "3/min", "INBOX_NUM_PROXIES": "0"})
@@ -107,7 +106,7 @@ def test_with_no_trusted_proxy_a_forged_x_forwarded_for_buys_no_fresh_guesses(st
     assert int(headers["retry-after"]) > 0
 
 
-@pytest.mark.parametrize("server_name", ["daphne-as-deployed", "daphne-proxy-headers", "uvicorn-proxy-headers"])
+@pytest.mark.parametrize("server_name", ["as-deployed", "daphne-proxy-headers", "uvicorn-proxy-headers"])
 def test_behind_one_proxy_the_limit_counts_the_address_the_proxy_appended(start_server, server_name, figures):
     make_user_with_a_real_hash("alice")
     server = start_server(server_name, env={"INBOX_THROTTLE_AUTH": "3/min", "INBOX_NUM_PROXIES": "1"})
@@ -132,7 +131,7 @@ def _admin_login_form(server) -> tuple[str, str]:
     return cookie, token
 
 
-@pytest.mark.parametrize("server_name", ["daphne-as-deployed", "uvicorn-proxy-headers"])
+@pytest.mark.parametrize("server_name", ["as-deployed", "uvicorn-proxy-headers"])
 def test_a_burst_of_wrong_logins_is_refused_quickly_and_the_api_keeps_answering(start_server, server_name, token_for, make_user, figures):
     reader = make_user("reader")
     # Four HTTP threads, so that a few parallel logins would hold them all; PBKDF2 at the
@@ -181,7 +180,7 @@ def test_a_burst_of_wrong_logins_is_refused_quickly_and_the_api_keeps_answering(
 def test_with_debug_off_the_headers_and_answers_are_what_an_operator_expects(start_server, figures):
     make_user_with_a_real_hash("alice")
     server = start_server(
-        "daphne-as-deployed",
+        "as-deployed",
         env={"DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": "e2e-" + "k" * 50, "INBOX_NUM_PROXIES": "1", "DJANGO_SECURE_COOKIES": "0"},
     )
     seen = {}
@@ -250,7 +249,7 @@ def test_the_api_docs_and_the_admin_work_under_the_policy_in_chromium(start_serv
         ext.unavailable(f"Chromium not found at {CHROMIUM}")
     root = make_user_with_a_real_hash("root", is_staff=True)
     make_notification(root, title="Hello")
-    server = start_server("daphne-as-deployed")
+    server = start_server("as-deployed")
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's loop in this thread (tests/browser)
     violations: list[str] = []
     with sync_playwright() as p:

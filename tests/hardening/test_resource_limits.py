@@ -1,5 +1,5 @@
 """
-What one client may make the server hold, through real daphne (and uvicorn for HTTP bodies): the
+What one client may make the server hold, through real daphne and uvicorn (the image's server): the
 bytes queued for a socket that does not read, syncs repeated while a catch-up runs, sockets per
 user across server processes, request bodies declared too large or sent too slowly, and
 protocol-level pings (issue 23, resource exhaustion).
@@ -105,10 +105,11 @@ async def _synced(ws, timeout: float = 10.0) -> list[dict]:
 # --- A socket that does not read --------------------------------------------------------------
 
 
-async def test_a_socket_that_never_reads_while_asking_for_catch_ups_is_closed_with_1008_and_daphne_stays_small(
-    daphne_factory, private_redis, figures
+@pytest.mark.parametrize("kind", ["daphne", "uvicorn"])
+async def test_a_socket_that_never_reads_while_asking_for_catch_ups_is_closed_with_1008_and_the_server_stays_small(
+    daphne_factory, private_redis, figures, kind
 ):
-    server = daphne_factory(redis_url=private_redis().url, env={"INBOX_WEBSOCKET_MAX_UNSENT_BYTES": str(MiB)})
+    server = daphne_factory(server=kind, redis_url=private_redis().url, env={"INBOX_WEBSOCKET_MAX_UNSENT_BYTES": str(MiB)})
     [user] = await database_sync_to_async(make_users)(1, prefix="reader")
     await database_sync_to_async(store_notifications)(user, 200, 10_000)  # a catch-up of 2 MB
     s = open_and_never_read(server, token_for_id(user.pk))
@@ -117,7 +118,7 @@ async def test_a_socket_that_never_reads_while_asking_for_catch_ups_is_closed_wi
     started = time.monotonic()
     closed_at = None
     try:
-        # Under the frame limit (20/s): a sync every 50 ms, never a byte read, until daphne closes it.
+        # Under the frame limit (20/s): a sync every 50 ms, never a byte read, until the server closes it.
         while time.monotonic() - started < 10:
             try:
                 s.sendall(sync)
@@ -137,10 +138,10 @@ async def test_a_socket_that_never_reads_while_asking_for_catch_ups_is_closed_wi
         closed_after_s=closed_at, rss_growth_at_close_kb=rss_at_close - rss_before, rss_growth_after_kb=rss_after - rss_before,
         bytes_read_after_the_close=len(stream), close_code=close_code_in(stream),
     )
-    assert closed_at is not None, f"daphne never closed a socket that does not read (RSS +{(rss_at_close - rss_before) // 1024} MB)"
+    assert closed_at is not None, f"{kind} never closed a socket that does not read (RSS +{(rss_at_close - rss_before) // 1024} MB)"
     assert close_code_in(stream) == 1008
-    # The limit is 1 MiB of queued frames: daphne does not hold the catch-ups it cannot send.
-    assert rss_after - rss_before < 40 * 1024, f"daphne grew by {(rss_after - rss_before) // 1024} MB"
+    # The limit is 1 MiB of queued frames: the server does not hold the catch-ups it cannot send.
+    assert rss_after - rss_before < 40 * 1024, f"{kind} grew by {(rss_after - rss_before) // 1024} MB"
     assert "Traceback" not in server.read_log()
 
 
@@ -255,11 +256,25 @@ def test_a_body_declared_over_the_limit_is_a_413_before_it_is_read_and_a_slow_bo
     assert "Traceback" not in server.read_log()
 
 
+@pytest.mark.parametrize("kind", ["daphne", "uvicorn"])
+def test_a_request_head_that_never_ends_is_a_408(daphne_factory, kind, figures):
+    server = daphne_factory(server=kind, env={"INBOX_REQUEST_READ_TIMEOUT_SECONDS": "1"})
+    # The first line and one header, and then nothing: the blank line that ends the head never comes.
+    answer, took = raw_request(server, f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n".encode())
+    figures.update(server=kind, answer=answer.split(b"\r\n", 1)[0].decode(errors="replace"), took_s=round(took, 2))
+    assert answer.startswith(b"HTTP/1.1 408"), (answer[:200], server.read_log()[-3000:])
+    assert took < 5  # daphne checks its timeouts every 2 s
+    ok, _ = raw_request(server, f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nConnection: close\r\n\r\n".encode())
+    assert ok.startswith(b"HTTP/1.1 200")
+    assert "Traceback" not in server.read_log()
+
+
 # --- Protocol pings ---------------------------------------------------------------------------
 
 
-async def test_a_flood_of_protocol_pings_is_closed_with_1008_within_the_frame_budget(daphne_factory, private_redis, figures):
-    server = daphne_factory(redis_url=private_redis().url)
+@pytest.mark.parametrize("kind", ["daphne", "uvicorn"])
+async def test_a_flood_of_protocol_pings_is_closed_with_1008_within_the_frame_budget(daphne_factory, private_redis, figures, kind):
+    server = daphne_factory(server=kind, redis_url=private_redis().url)
     [user] = await database_sync_to_async(make_users)(1, prefix="pinger")
     ws = await _open(server, user.pk)
     await _synced(ws)

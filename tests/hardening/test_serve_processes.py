@@ -1,15 +1,17 @@
 """
 The image's deployment with several server processes: scripts/serve.py opens one SO_REUSEPORT
-socket per daphne on the same port (INBOX_SERVER_PROCESSES), the kernel spreads the connections,
-and Redis carries each send to the process holding the recipient's socket. Real daphne processes,
-real Redis, the test database.
+socket per server process (uvicorn, its default) on the same port (INBOX_SERVER_PROCESSES), the
+kernel spreads the connections, and Redis carries each send to the process holding the recipient's
+socket. Real uvicorn processes, real Redis, the test database.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -47,7 +49,7 @@ def established_on(pid: int, port: int) -> int:
 
 
 @pytest.fixture
-def serve_with_two_daphnes(daphne_factory, private_redis):
+def serve_with_two_servers(daphne_factory, private_redis):
     if not Path("/proc").exists():
         ext.unavailable("needs /proc to see the supervised processes")
     redis = private_redis()
@@ -58,14 +60,14 @@ def serve_with_two_daphnes(daphne_factory, private_redis):
     return server
 
 
-async def test_two_server_processes_share_one_port_and_every_send_reaches_its_sockets_on_either(serve_with_two_daphnes):
-    server = serve_with_two_daphnes
-    daphnes = ext.children_of(server.proc.pid)
-    assert len(daphnes) == 2, server.read_log()
+async def test_two_server_processes_share_one_port_and_every_send_reaches_its_sockets_on_either(serve_with_two_servers):
+    server = serve_with_two_servers
+    servers = ext.children_of(server.proc.pid)
+    assert len(servers) == 2, server.read_log()
     users, sender, clients, http = await users_online(server, 40)
     try:
-        spread = {pid: established_on(pid, server.port) for pid in daphnes}
-        assert all(n > 0 for n in spread.values()), f"connections per daphne: {spread}"
+        spread = {pid: established_on(pid, server.port) for pid in servers}
+        assert all(n > 0 for n in spread.values()), f"connections per server process: {spread}"
 
         results = await asyncio.gather(*(http.send({"recipient": users[i % 40].pk, "title": f"s{i}"}) for i in range(200)))
         assert Counter(r[0] for r in results) == {201: 200}
@@ -84,12 +86,12 @@ async def test_two_server_processes_share_one_port_and_every_send_reaches_its_so
     assert server.proc.wait(20) == 0, server.read_log()
     assert await wait_until(lambda: all(c.close_codes for c in clients), 10)
     assert Counter(c.close_codes[-1] for c in clients) == {1012: 40}, "every socket told the server restarts"
-    assert all(not Path(f"/proc/{pid}").exists() for pid in daphnes)
+    assert all(not Path(f"/proc/{pid}").exists() for pid in servers)
     await stop_clients(clients)
 
 
-def test_a_server_process_that_dies_stops_the_other_and_the_exit_status_is_its_own(serve_with_two_daphnes):
-    server = serve_with_two_daphnes
+def test_a_server_process_that_dies_stops_the_other_and_the_exit_status_is_its_own(serve_with_two_servers):
+    server = serve_with_two_servers
     first, second = ext.children_of(server.proc.pid)
     os.kill(first, signal.SIGKILL)
     assert server.proc.wait(25) == 128 + signal.SIGKILL, server.read_log()
@@ -123,3 +125,19 @@ def test_a_unix_socket_cannot_be_shared_by_several_processes(tmp_path):
     )
     assert done.returncode == 2
     assert "-u cannot be shared by several server processes" in done.stderr
+
+
+def test_the_ports_sockets_hand_their_connections_over_with_tcp_nodelay():
+    # uvicorn takes a --fd for a Unix socket and never sets TCP_NODELAY on what it accepts: without it
+    # on the listening socket (accepted connections inherit it), each response met a 40 ms delayed ACK.
+    spec = importlib.util.spec_from_file_location("serve", ROOT / "scripts" / "serve.py")
+    serve = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(serve)
+    listener = serve.listening_socket("127.0.0.1", 0)
+    try:
+        client = socket.create_connection(listener.getsockname(), timeout=5)
+        accepted, _ = listener.accept()
+        with client, accepted:
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        listener.close()

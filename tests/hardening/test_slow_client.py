@@ -88,9 +88,10 @@ def _mixed(slow_user, fast_users, tag: str, n_slow: int, message: str) -> list[d
     return mixed + fast
 
 
-async def test_a_client_that_never_reads_does_not_delay_others_and_recovers_by_catch_up(daphne_factory, private_redis, figures):
+@pytest.mark.parametrize("kind", ["daphne", "uvicorn"])
+async def test_a_client_that_never_reads_does_not_delay_others_and_recovers_by_catch_up(daphne_factory, private_redis, figures, kind):
     redis = private_redis()
-    server = daphne_factory(redis_url=redis.url)
+    server = daphne_factory(server=kind, redis_url=redis.url)
     users = await database_sync_to_async(make_users)(21)
     slow_user, fast_users = users[0], users[1:]
     sender = await database_sync_to_async(make_sender)()
@@ -139,7 +140,7 @@ async def test_a_client_that_never_reads_does_not_delay_others_and_recovers_by_c
         fast_during_flood_p50_ms=round(percentile(during, 50) * 1000, 1), fast_during_flood_p99_ms=round(during_p99 * 1000, 1),
         fast_during_flood_max_ms=round(max(during) * 1000, 1), flood_s=round(flood_s, 2),
         slow_user_recovered_by_catch_up=len(recovery.held), slow_user_stored=len(expected),
-        catch_up_s=round(catch_up_s, 2), daphne_rss_growth_kb=rss_after - rss_before,
+        catch_up_s=round(catch_up_s, 2), server_rss_growth_kb=rss_after - rss_before,
         bytes_waiting_in_slow_clients_kernel_buffers=stuck_in_kernel, duplicates=recovery.duplicates,
     )
     assert len(during) == len(control) == n_slow // 5, "every fast user's notification arrived"

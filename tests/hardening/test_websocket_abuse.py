@@ -1,5 +1,5 @@
 """
-Abuse of the WebSocket on a real daphne with Redis: oversized and malformed frames, floods and
+Abuse of the WebSocket on a real daphne and uvicorn with Redis: oversized and malformed frames, floods and
 cross-site hijacking. Each gets a clear error frame or close code; the server and the other users'
 sockets keep working.
 """
@@ -23,11 +23,11 @@ from .conftest import HttpSender, InboxClient, make_sender, make_users, token_fo
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
 
-@pytest.fixture
-def live(daphne_factory, private_redis):
-    """One daphne on a private Redis, with a sender and three users (an abuser, a bystander, a spare)."""
+@pytest.fixture(params=["daphne", "uvicorn"])
+def live(daphne_factory, private_redis, request):
+    """One server (daphne, uvicorn) on a private Redis, with a sender and three users (an abuser, a bystander, a spare)."""
     redis = private_redis()
-    server = daphne_factory(redis_url=redis.url, env={"REALTIME_FRAME_RATE": "20", "REALTIME_FRAME_BURST": "60", "REALTIME_FRAME_ABUSE_CLOSE": "100"})
+    server = daphne_factory(server=request.param, redis_url=redis.url, env={"REALTIME_FRAME_RATE": "20", "REALTIME_FRAME_BURST": "60", "REALTIME_FRAME_ABUSE_CLOSE": "100"})
     users = make_users(3, prefix="ws")
     sender = make_sender()
     return server, users, sender
@@ -84,7 +84,7 @@ OVERSIZED = {
     "text one byte over 64 KiB": "x" * (64 * 1024 + 1),
     "text of 4-byte characters over 64 KiB in UTF-8": "\U0001f600" * (16 * 1024 + 1),
     "text of 900 KiB": "x" * (900 * 1024),
-    "text of 8 MiB (over daphne's own 1 MiB limit)": "x" * (8 * 1024 * 1024),
+    "text of 8 MiB (over the servers' own 1 MiB limit)": "x" * (8 * 1024 * 1024),
     "binary of 100 KiB": b"\0" * (100 * 1024),
 }
 
