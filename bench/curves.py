@@ -64,7 +64,7 @@ def parse_args(argv=None):
     p.add_argument("--recipients", nargs="+", type=int, help=f"bulk sizes (default {FULL['recipients']}; at most MAX_RECIPIENTS)")
     p.add_argument("--bulk-requests", type=int, help=f"bulk sends per size, one after the other (default {FULL['bulk_requests']})")
     # The stack, as bench/run.py's flags of the same names.
-    p.add_argument("--server", choices=["daphne", "uvicorn", "granian", "serve"], default="serve",
+    p.add_argument("--server", choices=["daphne", "uvicorn", "granian", "serve", "serve-daphne"], default="serve",
                    help="serve (default): the image's deployment (scripts/serve.py: --workers daphne processes on one port, "
                         "and the fallbacks' worker)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="server processes (default: cores, as the image)")

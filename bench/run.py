@@ -75,9 +75,9 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="smaller numbers (development)")
     p.add_argument("--scenarios", nargs="+", choices=ALL_SCENARIOS, default=SCENARIOS, metavar="NAME",
                    help=f"any of {', '.join(SCENARIOS)} (run in that order)")
-    p.add_argument("--server", choices=["daphne", "uvicorn", "granian", "serve"], default="daphne",
-                   help="serve: the image's deployment (scripts/serve.py: --workers daphne processes on one port, and the "
-                        "fallbacks' worker; use with --http-workers 0)")
+    p.add_argument("--server", choices=["daphne", "uvicorn", "granian", "serve", "serve-daphne"], default="daphne",
+                   help="serve: the image's deployment (scripts/serve.py: --workers uvicorn processes on one port, and the "
+                        "fallbacks' worker; use with --http-workers 0); serve-daphne: the same with daphne")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="server processes, one port each (default: cores)")
     p.add_argument("--http-workers", type=int, default=os.cpu_count() or 1,
                    help="REST API processes of their own, the servers above then serving WebSockets only, as behind a proxy "

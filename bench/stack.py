@@ -200,12 +200,17 @@ class ServerProcess:
             return [self.proc.pid]
 
 
+#: Kinds that are one scripts/serve.py running ``workers`` server processes on one port.
+SUPERVISED = ("serve", "serve-daphne")
+
+
 @dataclass
 class Stack:
     """
     N server processes behind distinct ports; clients spread sockets and requests over them. Kind
-    ``serve`` is the image's deployment instead: one scripts/serve.py on one port, running N daphne
-    processes on it (INBOX_SERVER_PROCESSES, SO_REUSEPORT) and the fallbacks' worker beside them.
+    ``serve`` is the image's deployment instead: one scripts/serve.py on one port, running N uvicorn
+    processes on it (INBOX_SERVER_PROCESSES, SO_REUSEPORT) and the fallbacks' worker beside them;
+    ``serve-daphne`` the same with daphne.
     With ``http_workers``, the REST API has processes of its own (``http_kind``), as behind a proxy
     that routes /ws/ to the WebSocket servers and the rest to the HTTP servers: the N processes then
     serve the WebSockets only.
@@ -221,13 +226,16 @@ class Stack:
     http_servers: list[ServerProcess] = field(default_factory=list)
 
     def command(self, port: int, kind: str | None = None) -> list[str]:
+        """The command line of one server of ``kind`` on ``port``."""
         app = "notifications_site.asgi:application"
         kind = kind or self.kind
         if kind == "daphne":
             # -v 0: no access log (daphne logs every request to stdout at verbosity 1).
             # --websocket_connect_timeout 30: as the image (a reconnect storm waits for its turn, realtime/admission.py).
             return [sys.executable, "-m", "daphne", "-v", "0", "--websocket_connect_timeout", "30", "-b", "127.0.0.1", "-p", str(port), app]
-        if kind == "serve":
+        if kind == "serve":  # the image's command: scripts/serve.py's default server (uvicorn), no access log
+            return [sys.executable, str(ROOT / "scripts" / "serve.py"), "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+        if kind == "serve-daphne":  # the same supervisor running daphne, as the image did before finding 79
             return [sys.executable, str(ROOT / "scripts" / "serve.py"), sys.executable, "-m", "daphne", "-v", "0",
                     "--websocket_connect_timeout", "30", "-b", "127.0.0.1", "-p", str(port), app]
         if kind == "granian":  # a substrate measured for issue 22 (not in requirements.txt: pip install granian)
@@ -248,9 +256,10 @@ class Stack:
         return ServerProcess(kind, port, proc, log_path)
 
     def start(self, timeout: float = 60.0) -> "Stack":
-        if self.kind == "serve":
+        supervised = self.kind in SUPERVISED
+        if supervised:
             self.env = {**self.env, "INBOX_SERVER_PROCESSES": str(self.workers)}
-        self.servers = [self._spawn(self.kind) for _ in range(1 if self.kind == "serve" else self.workers)]
+        self.servers = [self._spawn(self.kind) for _ in range(1 if supervised else self.workers)]
         self.http_servers = [self._spawn(self.http_kind or self.kind) for _ in range(self.http_workers)]
         for s in self.servers + self.http_servers:
             wait_for_port(s.port, timeout, s.proc, s.log_path)
