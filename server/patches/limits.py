@@ -12,7 +12,8 @@ POLICY_VIOLATION = 1008
 class PingBudget:
     """
     A token bucket for one socket's protocol-level pings: ``burst`` tokens, refilled at ``rate`` a
-    second. ``take()`` is False once a ping finds no token left. ``rate`` or ``burst`` 0: no limit.
+    second. ``take(n)`` takes a token for each of ``n`` pings, or none and is False when fewer are
+    left. ``rate`` or ``burst`` 0: no limit.
     """
 
     __slots__ = ("rate", "burst", "tokens", "at")
@@ -20,15 +21,15 @@ class PingBudget:
     def __init__(self, rate: float, burst: float) -> None:
         self.rate, self.burst, self.tokens, self.at = rate, burst, burst, time.monotonic()
 
-    def take(self) -> bool:
+    def take(self, n: int = 1) -> bool:
         if not (self.rate and self.burst):
             return True
         now = time.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
         self.at = now
-        if self.tokens < 1:
+        if self.tokens < n:
             return False
-        self.tokens -= 1
+        self.tokens -= n
         return True
 
     def describe(self) -> str:
