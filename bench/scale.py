@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """
 Scale on one box (issue 22): up to N idle authenticated sockets against the image's deployment
-(scripts/serve.py: several daphne processes sharing one SO_REUSEPORT port, the fallbacks' worker
+(scripts/serve.py: several uvicorn processes sharing one SO_REUSEPORT port, the fallbacks' worker
 beside them), held by several load-generator processes with several 127.0.0.x source addresses.
 
     python bench/scale.py --sockets 50000 --levels 1000 5000 10000 25000 50000 \\
@@ -83,7 +83,7 @@ def parse_args(argv=None):
     p.add_argument("--sockets", type=int, help=f"sockets at the top level, one user each (default {FULL['sockets']:,})")
     p.add_argument("--levels", type=int, nargs="+", help=f"socket counts measured, ascending (default {FULL['levels']}); "
                    "--sockets is always the last")
-    p.add_argument("--server-processes", type=int, help=f"daphne processes of scripts/serve.py (default {FULL['server_processes']})")
+    p.add_argument("--server-processes", type=int, help=f"server processes of scripts/serve.py (default {FULL['server_processes']})")
     p.add_argument("--loadgen-processes", type=int, help=f"load-generator processes (default {FULL['loadgen_processes']})")
     p.add_argument("--source-hosts", type=int, help=f"127.0.0.x source addresses of the sockets (default {FULL['source_hosts']})")
     p.add_argument("--sends-per-level", type=int, help=f"single-recipient sends per level (default {FULL['sends_per_level']:,})")
@@ -761,7 +761,7 @@ def measure(args, pg, argv) -> int:
     doc = {
         "started": started.isoformat(timespec="seconds"), "command": "python bench/scale.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "git": commit, "note": args.note, "machine": info, "mode": "quick" if args.quick else "full",
-        # run.py's keys: server "serve" is scripts/serve.py running "workers" daphne processes on one port.
+        # run.py's keys: server "serve" is scripts/serve.py running "workers" uvicorn processes on one port.
         "stack": {"server": "serve", "workers": args.server_processes, "http_workers": 0, "settings": args.settings,
                   "server_env": args.server_env, "redis": "private", "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
                   "postgres": "private cluster" if pg else args.database_url.rsplit("@", 1)[-1]},
@@ -772,7 +772,7 @@ def measure(args, pg, argv) -> int:
     }
     status = 0
     try:
-        print(f"starting scripts/serve.py with {args.server_processes} daphne processes, redis {redis_srv.url} ...", flush=True)
+        print(f"starting scripts/serve.py with {args.server_processes} uvicorn processes, redis {redis_srv.url} ...", flush=True)
         stack.start()
         print(f"serving on port {stack.port} (pids {stack.pids}); logs in {workdir}", flush=True)
         lg = LoadGen(args.loadgen_processes, [u.id for u in users], tokens, stack.port, args.source_hosts, args.seed)
@@ -813,7 +813,7 @@ def report(args, doc: dict, started: dt.datetime) -> None:
     doc["table_markdown"] = table = render_table(doc)
     info = doc["machine"]
     print()
-    print(f"Inbox scale {doc['started']} ({doc['mode']}), scripts/serve.py x {args.server_processes} daphne, "
+    print(f"Inbox scale {doc['started']} ({doc['mode']}), scripts/serve.py x {args.server_processes} uvicorn, "
           f"{args.loadgen_processes} load generators, {args.source_hosts} source addresses, git {doc['git']}, "
           f"{info['cores']} cores {info['cpu']}, load avg at start {info['loadavg_start']}")
     if args.note:
