@@ -38,6 +38,7 @@ The children run in their own process group, so a Ctrl-C in the terminal reaches
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import socket
@@ -50,6 +51,7 @@ MANAGE = os.path.join(os.path.dirname(HERE), "manage.py")
 
 
 APP = "notifications_site.asgi:application"
+APP_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")  # an ASGI application's import path
 DEFAULT_SERVER = [
     sys.executable, "-m", "uvicorn",
     "--ws", "websockets-sansio", "--ws-max-size", "1048576", "--ws-per-message-deflate", "false",
@@ -59,10 +61,15 @@ DEFAULT_SERVER = [
 
 
 def server_command(argv: list[str]) -> list[str]:
-    """The server command line: ``argv`` itself, or the default server with ``argv``'s options (and the application)."""
+    """
+    The server command line: ``argv`` itself (a command), or the default server with ``argv``'s options and,
+    unless ``argv`` names one (``module:attribute``), this project's application.
+    """
     if argv and not argv[0].startswith("-"):
+        if APP_PATH.match(argv[0]):
+            raise UsageError(f"{argv[0]} is an application, not a command: give it after the options (--port 8000 {argv[0]})")
         return argv
-    return [*DEFAULT_SERVER, *argv] + ([] if argv[-1:] == [APP] else [APP])
+    return [*DEFAULT_SERVER, *argv] + ([] if any(APP_PATH.match(arg) for arg in argv) else [APP])
 
 
 class UsageError(Exception):
@@ -181,11 +188,11 @@ def main(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__, file=sys.stderr)
         return 0
-    argv = server_command(argv)
     with_worker = _flag("INBOX_WORKER", "1")
     worker_command = [sys.executable, MANAGE, "inbox_worker", *shlex.split(os.environ.get("INBOX_WORKER_ARGS", ""))]
     grace = float(os.environ.get("INBOX_STOP_GRACE_SECONDS", "20"))
     try:
+        argv = server_command(argv)
         commands = server_commands(argv, server_processes())
     except UsageError as exc:
         log(str(exc))
@@ -206,7 +213,14 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     for command, fds in commands:
-        servers.append(start(command, pass_fds=fds))
+        try:
+            servers.append(start(command, pass_fds=fds))
+        except OSError as exc:  # no such command, not executable
+            log(f"cannot start {command[0]}: {exc.strerror or exc}")
+            for p in servers:
+                p.send_signal(signal.SIGTERM)
+                p.wait()
+            return 127
         for fd in fds:
             os.close(fd)  # the child has it: a server that stops closes the port's socket it had
     worker = start(worker_command) if with_worker else None

@@ -35,7 +35,12 @@ def _drop_later(protocol, seconds: float) -> None:
 
 def _close_for_policy(protocol, what: str) -> None:
     """Close with 1008 after what is queued, tell the application, and drop the connection after the drain time."""
+    from websockets.protocol import State
+
     from ..conf import server_setting
+
+    if protocol.conn.state is not State.OPEN:
+        return  # already closing (the client's close, the server's 1012): nothing to add
 
     protocol._closed_by_server = True
     logger.warning("WebSocket %s closed with %d: %s", protocol.client, POLICY_VIOLATION, what)
@@ -61,18 +66,21 @@ def close_uvicorn_websockets_that_do_not_read() -> bool:
 
     uvicorn's ``send`` awaits the transport's ``writable`` event: while a client takes nothing, the
     consumer's task waits in it, and what the channel layer brings for that socket waits behind it.
-    Here a ``websocket.send`` after the handshake writes at once while the bytes the transport still
+    Here a ``websocket.send`` on an open socket writes at once while the bytes the transport still
     holds are under the limit; past it the frame is dropped, a close frame (1008) goes after what is
     queued, the application hears ``websocket.disconnect`` (1008), and the connection is dropped
     SERVER['WEBSOCKET_POLICY_CLOSE_DRAIN_SECONDS'] later if the client has not taken it all (asyncio's
     ``close()`` waits for a buffer to drain, forever for a client that never reads). The same drop
-    follows uvicorn's own closes (the application's, the keepalive's 1011). What the application
-    sends after a close made here is dropped, as daphne's patch does.
+    follows every other close (the application's, the client's, a bad frame's, the keepalive's 1011).
+    Once the socket is closing, a ``websocket.send`` does not wait either: it is dropped after a close
+    made here, as daphne's patch does, and is ``ClientDisconnected`` otherwise (what uvicorn raises
+    for a socket it cannot write to).
     """
     protocol_class = _sansio_protocol()
     if protocol_class is None:
         return False
     from websockets.exceptions import InvalidState
+    from websockets.protocol import State
 
     from uvicorn.protocols.utils import ClientDisconnected
 
@@ -82,14 +90,22 @@ def close_uvicorn_websockets_that_do_not_read() -> bool:
     drain = float(server_setting("WEBSOCKET_POLICY_CLOSE_DRAIN_SECONDS"))
     protocol_class._closed_by_server = False
     inner_send = protocol_class.send
+    OPEN = State.OPEN
 
     async def send(self, message):
         kind = message["type"]
-        if self.handshake_complete and self.initial_response is None and not self.disconnected:
-            if self.close_sent:
+        if self.handshake_complete and self.initial_response is None and kind in ("websocket.send", "websocket.close"):
+            if self.disconnected:
+                raise ClientDisconnected()
+            if self.close_sent or self.conn.state is not OPEN or self.transport.is_closing():
                 if self._closed_by_server:
                     return None  # closed by a limit here: the application hears of it by websocket.disconnect
-            elif kind == "websocket.send":
+                if kind == "websocket.send":
+                    raise ClientDisconnected()  # closing: uvicorn's send would wait, then raise this
+                if self.close_sent:
+                    return await inner_send(self, message)  # a second close: uvicorn's own error
+                return None  # the client's close, or the server's 1012, went first
+            if kind == "websocket.send":
                 if limit and self.transport.get_write_buffer_size() > limit:
                     _close_for_policy(self, f"more than {limit} bytes unsent: the client does not read")
                     return None
@@ -105,31 +121,36 @@ def close_uvicorn_websockets_that_do_not_read() -> bool:
                     raise ClientDisconnected() from None
                 self.transport.write(b"".join(self.conn.data_to_send()))
                 return None
-            elif kind == "websocket.close" and not self.writable.is_set():
-                # uvicorn would wait for the client to read first; the close goes after what is queued.
-                self.writable.set()
-                try:
-                    await inner_send(self, message)
-                finally:
-                    if not self.disconnected:
-                        self.writable.clear()
+            # websocket.close on an open socket: uvicorn's, without waiting for the client to read first
+            # (the close goes after what is queued), then the drop.
+            paused = not self.writable.is_set()
+            self.writable.set()
+            try:
+                await inner_send(self, message)
+            finally:
+                if paused and not self.disconnected:
+                    self.writable.clear()
+            if not self.disconnected:
                 _drop_later(self, drain)
-                return None
-        await inner_send(self, message)
-        if kind == "websocket.close" and self.close_sent and not self.disconnected:
-            _drop_later(self, drain)
-        return None
+            return None
+        return await inner_send(self, message)
 
     protocol_class.send = send
 
-    inner_timeout = protocol_class.keepalive_timeout
+    def dropping_after(name: str) -> None:
+        """After uvicorn's ``name`` has closed the socket, drop it if it is still there after the drain time."""
+        inner = getattr(protocol_class, name)
 
-    def keepalive_timeout(self):
-        inner_timeout(self)
-        if not self.disconnected:
-            _drop_later(self, drain)
+        def closing(self, *args):
+            inner(self, *args)
+            if not self.disconnected and self.transport.is_closing():
+                _drop_later(self, drain)
 
-    protocol_class.keepalive_timeout = keepalive_timeout
+        closing.__name__ = name
+        setattr(protocol_class, name, closing)
+
+    for name in ("keepalive_timeout", "handle_close", "handle_parser_exception"):
+        dropping_after(name)
     return True
 
 
@@ -224,6 +245,9 @@ def bound_uvicorn_request_heads() -> bool:
 
     def expire(self) -> None:
         self._head_timer = None
+        if self.cycle is not None and not self.cycle.response_complete:
+            arm(self)  # a pipelined request's head: its time starts again once the answer before it is out
+            return
         if not self.transport.is_closing():
             logger.warning("HTTP %s: request head not complete after %gs: 408", self.client, timeout)
             self.transport.write(answer)

@@ -141,3 +141,18 @@ def test_the_ports_sockets_hand_their_connections_over_with_tcp_nodelay():
             assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
     finally:
         listener.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "message"),
+    [
+        (["notifications_site.asgi:application"], 2, "is an application, not a command: give it after the options"),
+        (["no-such-server", "--port", "1"], 127, "cannot start no-such-server: No such file or directory"),
+    ],
+)
+def test_a_command_it_cannot_run_is_refused_with_the_reason(args, status, message):
+    done = subprocess.run(
+        [sys.executable, "scripts/serve.py", *args], cwd=ROOT, env={**os.environ, "INBOX_WORKER": "0"},
+        capture_output=True, text=True, timeout=30,
+    )
+    assert (done.returncode, message in done.stderr) == (status, True), done.stderr
