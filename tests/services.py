@@ -80,14 +80,20 @@ def database_url_for_subprocess() -> str:
     return f"postgres://{user}{password}@{host}:{port}/{db['NAME']}"
 
 
+def serve_script():
+    """scripts/serve.py as a module (it is a script, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("inbox_serve_script", ROOT / "scripts" / "serve.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 SERVER_COMMANDS = {
     "daphne": ["-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", "--access-log", "-"],
-    # uvicorn as the image's scripts/serve.py runs it (DEFAULT_SERVER), one process, no worker.
-    "uvicorn": [
-        "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}", "--ws", "websockets-sansio", "--ws-max-size", "1048576",
-        "--ws-per-message-deflate", "false", "--loop", "uvloop", "--http", "httptools", "--lifespan", "off",
-        "--no-proxy-headers", "--timeout-graceful-shutdown", "10",
-    ],
+    # uvicorn as the image's scripts/serve.py runs it (its DEFAULT_SERVER, less the interpreter), one process, no worker.
+    "uvicorn": [*serve_script().DEFAULT_SERVER[1:], "--host", "127.0.0.1", "--port", "{port}"],
     # What the image runs: scripts/serve.py supervising uvicorn (INBOX_SERVER_PROCESSES of them on one port).
     "serve": ["scripts/serve.py", "--host", "127.0.0.1", "--port", "{port}"],
     # The same supervisor running daphne (still supported).

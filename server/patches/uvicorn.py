@@ -11,14 +11,15 @@ from .limits import POLICY_VIOLATION, PingBudget
 
 logger = logging.getLogger(__name__)
 
-SANSIO = "uvicorn.protocols.websockets.websockets_sansio_impl"
+def _uvicorns(module: str, name: str):
+    """uvicorn's class ``module.name``, if this process runs uvicorn; None elsewhere (daphne, manage.py)."""
+    if "uvicorn.config" not in sys.modules:
+        return None  # not under uvicorn (which imports its protocols after the application)
+    return getattr(importlib.import_module(f"uvicorn.protocols.{module}"), name)
 
 
 def _sansio_protocol():
-    """The protocol class, if this process runs uvicorn; None elsewhere (daphne, manage.py)."""
-    if "uvicorn.config" not in sys.modules:
-        return None  # not under uvicorn (which imports its protocols after the application)
-    return importlib.import_module(SANSIO).WebSocketsSansIOProtocol
+    return _uvicorns("websockets.websockets_sansio_impl", "WebSocketsSansIOProtocol")
 
 
 def _drop_later(protocol, seconds: float) -> None:
@@ -209,9 +210,7 @@ def limit_uvicorn_websocket_pings() -> bool:
 
 
 def _httptools_protocol():
-    if "uvicorn.config" not in sys.modules:
-        return None
-    return importlib.import_module("uvicorn.protocols.http.httptools_impl").HttpToolsProtocol
+    return _uvicorns("http.httptools_impl", "HttpToolsProtocol")
 
 
 @patch(

@@ -8,7 +8,6 @@ socket. Real uvicorn processes, real Redis, the test database.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import signal
 import socket
@@ -130,10 +129,7 @@ def test_a_unix_socket_cannot_be_shared_by_several_processes(tmp_path):
 def test_the_ports_sockets_hand_their_connections_over_with_tcp_nodelay():
     # uvicorn takes a --fd for a Unix socket and never sets TCP_NODELAY on what it accepts: without it
     # on the listening socket (accepted connections inherit it), each response met a 40 ms delayed ACK.
-    spec = importlib.util.spec_from_file_location("serve", ROOT / "scripts" / "serve.py")
-    serve = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(serve)
-    listener = serve.listening_socket("127.0.0.1", 0)
+    listener = ext.serve_script().listening_socket("127.0.0.1", 0)
     try:
         client = socket.create_connection(listener.getsockname(), timeout=5)
         accepted, _ = listener.accept()
