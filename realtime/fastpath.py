@@ -19,9 +19,10 @@ from channels.exceptions import StopConsumer
 from channels.layers import get_channel_layer
 
 from . import protocol
+from .layers.queues import SocketQueue
 
 
-async def _forward(receive, inbox: asyncio.Queue) -> None:
+async def _forward(receive, inbox: SocketQueue) -> None:
     """Put what ``receive`` returns into ``inbox``, forever; a failure is put there too, last."""
     try:
         while True:
@@ -104,14 +105,14 @@ class FastPathConsumerMixin:
         readers: list[asyncio.Task] = []
         attached = None
         if self.channel_layer is None:
-            inbox: asyncio.Queue = asyncio.Queue()
+            inbox = SocketQueue()
         else:
             self.channel_name = await self.channel_layer.new_channel()
             if hasattr(self.channel_layer, "attach"):
                 attached = self.channel_name
                 inbox = self.channel_layer.attach(attached, self.handle_now)
             else:
-                inbox = asyncio.Queue()
+                inbox = SocketQueue()
                 readers.append(loop.create_task(_forward(partial(self.channel_layer.receive, self.channel_name), inbox)))
         readers.append(loop.create_task(_forward(receive, inbox)))
         self.inbox = inbox

@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 
 from . import compat
 from .compat import MsgPackSerializer, RedisChannelLayer, create_pool
+from .queues import SocketQueue
 from .replies import wait_reply
 from .scripts import ENVELOPE_KEY, MEMBERS_LUA, ONE_SCRIPT_MAX, PUSH_LUA, SEND_LUA
 
@@ -52,7 +53,7 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
         # its first join ("Connection closed by server.") and its client paid one more reconnect,
         # 20 of 20 in the issue's run. A host's own retry_on_error is kept.
         self.hosts = [{**host, "retry_on_error": host.get("retry_on_error", [RedisConnectionError])} for host in self.hosts]
-        self._local_queues: dict[str, asyncio.Queue] = {}  # socket channel -> its messages
+        self._local_queues: dict[str, SocketQueue] = {}  # socket channel -> its messages
         self._pumps: dict[str, asyncio.Task] = {}  # process channel -> its receive pump
         self._touched: dict[str, float] = {}  # socket channel -> last message (monotonic)
         self._attached: set[str] = set()  # channels whose consumer reads its queue directly (attach)
@@ -136,7 +137,7 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
             raise item
         return item
 
-    def attach(self, channel: str, handle_now: Callable[[dict], bool] | None = None) -> asyncio.Queue:
+    def attach(self, channel: str, handle_now: Callable[[dict], bool] | None = None) -> SocketQueue:
         """
         The queue the pump fills with ``channel``'s messages, for a consumer to read directly.
 
@@ -165,12 +166,12 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
         self._local_queues.pop(channel, None)
         self._touched.pop(channel, None)
 
-    def _queue_for(self, channel: str) -> asyncio.Queue:
+    def _queue_for(self, channel: str) -> SocketQueue:
         """``channel``'s local queue (made if missing), with this process' pump running."""
         assert self.require_valid_channel_name(channel) and "!" in channel
         queue = self._local_queues.get(channel)
         if queue is None:
-            queue = self._local_queues[channel] = asyncio.Queue()
+            queue = self._local_queues[channel] = SocketQueue()
         real = self.non_local_name(channel)
         pump = self._pumps.get(real)
         if pump is None or pump.done():
@@ -234,7 +235,7 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
             if queue is None:
                 # Not receiving right now (between two receives, or gone): keep it
                 # for up to `expiry` seconds, as RedisChannelLayer's buffer does.
-                queue = queues[target] = asyncio.Queue()
+                queue = queues[target] = SocketQueue()
             queue.put_nowait(item)
 
     def _sweep(self, now: float) -> None:
@@ -245,7 +246,7 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
             queue = queues.get(target)
             if target in self._attached:
                 continue  # its consumer reads it until detach(), even while busy for a while
-            if now - touched > self.expiry and (queue is None or not getattr(queue, "_getters", None)):
+            if now - touched > self.expiry and (queue is None or not queue.reading()):
                 queues.pop(target, None)
                 self._touched.pop(target, None)
 

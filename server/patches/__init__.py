@@ -135,6 +135,7 @@ PATCHES: tuple[Patch, ...] = (
     daphne.close_websockets_that_do_not_read,
     daphne.limit_websocket_pings,
     daphne.bound_request_bodies,
+    uvicorn.forget_uvicorn_handshakes,  # before the next one, whose send writes the frames itself
     uvicorn.close_uvicorn_websockets_that_do_not_read,
     uvicorn.limit_uvicorn_websocket_pings,
     uvicorn.bound_uvicorn_request_heads,

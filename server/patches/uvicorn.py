@@ -57,6 +57,36 @@ def _close_for_policy(protocol, what: str) -> None:
 
 @patch(
     "uvicorn", ">=0.54,<0.55",
+    "uvicorn keeps every socket's handshake request and response, headers and all, for the socket's life: "
+    "about 4.6 KB of each socket's 34 KB (issue 22, bench/JOURNAL.md finding 80)",
+    also={"websockets": ">=17,<18"},
+)
+def forget_uvicorn_handshakes() -> bool:
+    """
+    Drop a socket's handshake request and response (``request``, ``response``) once its accept is sent.
+
+    uvicorn 0.54 builds the scope from the request in ``handle_connect`` and never reads it again; it
+    writes the 101 response when the application accepts and reads it nowhere after. Both stay on the
+    protocol object while the socket is open. Applied before ``close_uvicorn_websockets_that_do_not_read``,
+    whose ``send`` writes the frames itself, this ``send`` is reached only by the accept and the
+    closes, never per frame (in the other order it would still be correct, one call deeper per frame).
+    """
+    protocol_class = _sansio_protocol()
+    if protocol_class is None:
+        return False
+    inner_send = protocol_class.send
+
+    async def send(self, message):
+        await inner_send(self, message)
+        if self.handshake_complete and self.__dict__.get("request") is not None:
+            self.request = self.response = None
+
+    protocol_class.send = send
+    return True
+
+
+@patch(
+    "uvicorn", ">=0.54,<0.55",
     "uvicorn's send waits while a client does not read, so one such socket held its consumer, and the frames "
     "meant for it queued there (issue 22; issue 23's bound, as daphne's patch keeps it)",
     also={"websockets": ">=17,<18"},

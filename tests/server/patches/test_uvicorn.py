@@ -68,6 +68,7 @@ def under_uvicorn(settings):
     # The patches read their settings when applied: these tests apply them once more over the process' own,
     # with the test's values, and put the process' patched methods back afterwards.
     saved = {(cls, name): value for cls in (WebSocketsSansIOProtocol, HttpToolsProtocol) for name, value in vars(cls).items() if callable(value)}
+    ours.forget_uvicorn_handshakes.function()
     ours.close_uvicorn_websockets_that_do_not_read.function()
     ours.bound_uvicorn_request_heads.function()
     yield
@@ -149,6 +150,17 @@ async def test_a_send_past_the_unsent_limit_closes_with_1008_and_later_sends_are
     assert ("received", "websocket.disconnect", 1008) in events
     await _settle(DRAIN + 0.1)
     assert transport.aborted, "a client that does not take the close is dropped after the drain time"
+
+
+@pytest.mark.asyncio
+async def test_an_open_socket_keeps_neither_its_handshake_request_nor_its_response(under_uvicorn):
+    events, go = [], asyncio.Event()
+    protocol, transport = await _open_socket(_app(events, go, [{"type": "websocket.send", "text": "hello"}]))
+    assert protocol.request is None and protocol.response is None
+    go.set()
+    await _settle()
+    assert events == [("sent", "websocket.send")]
+    assert transport.written == b"\x81\x05hello"
 
 
 @pytest.mark.asyncio
