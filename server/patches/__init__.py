@@ -138,5 +138,6 @@ PATCHES: tuple[Patch, ...] = (
     uvicorn.forget_uvicorn_handshakes,  # before the next one, whose send writes the frames itself
     uvicorn.close_uvicorn_websockets_that_do_not_read,
     uvicorn.limit_uvicorn_websocket_pings,
+    uvicorn.say_server_restart_on_uvicorn_shutdown,
     uvicorn.bound_uvicorn_request_heads,
 )

@@ -9,7 +9,7 @@ import sys
 import time
 
 from . import patch
-from .limits import POLICY_VIOLATION, PingBudget
+from .limits import POLICY_VIOLATION, SERVICE_RESTART, SERVICE_RESTART_REASON, PingBudget
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +94,6 @@ def exit_promptly_after_shutdown() -> bool:
     return True
 
 
-#: RFC 6455 "service restart": the code of every socket open when daphne shuts down.
-SERVICE_RESTART = 1012
 #: How long a shutdown waits for the clients to answer the close frames before daphne drops them.
 CLOSE_GRACE_SECONDS = 1.0
 
@@ -127,7 +125,7 @@ def close_sockets_on_shutdown() -> None:
         sockets = [p for p in list(self.connections) if isinstance(p, WebSocketProtocol) and p.state == p.STATE_OPEN]
         for protocol in sockets:
             try:
-                protocol.sendCloseFrame(code=SERVICE_RESTART, reasonUtf8=b"server restart", isReply=False)
+                protocol.sendCloseFrame(code=SERVICE_RESTART, reasonUtf8=SERVICE_RESTART_REASON.encode(), isReply=False)
             except Exception:  # a transport already gone: nothing to tell
                 logger.debug("close frame not sent", exc_info=True)
         if not sockets:

@@ -1,4 +1,4 @@
-"""What the server patches share: the policy close code, and the protocol-ping budget (server/patches)."""
+"""What the server patches share: the close codes, and the protocol-ping budget (server/patches)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import time
 #: RFC 6455 "policy violation": the close code of the limits on what a client may make a server hold
 #: (realtime/protocol.py mirrors it).
 POLICY_VIOLATION = 1008
+#: RFC 6455 "service restart", and its reason: what a stopping server (daphne, uvicorn) tells every open socket.
+SERVICE_RESTART = 1012
+SERVICE_RESTART_REASON = "server restart"
 
 
 class PingBudget:

@@ -7,7 +7,7 @@ import logging
 import sys
 
 from . import patch
-from .limits import POLICY_VIOLATION, PingBudget
+from .limits import POLICY_VIOLATION, SERVICE_RESTART, SERVICE_RESTART_REASON, PingBudget
 
 logger = logging.getLogger(__name__)
 
@@ -236,6 +236,42 @@ def limit_uvicorn_websocket_pings() -> bool:
         self.handle_events()
 
     protocol_class.data_received = data_received
+    return True
+
+
+@patch(
+    "uvicorn", ">=0.54,<0.55",
+    "uvicorn's SIGTERM closes every socket with 1012 and an empty reason, daphne's patch with 'server restart': "
+    "the clients read the same close whichever server stops, and uvicorn has no option for the reason",
+    also={"websockets": ">=17,<18"},
+)
+def say_server_restart_on_uvicorn_shutdown() -> bool:
+    """
+    Give the 1012 uvicorn's shutdown sends every open socket the reason "server restart".
+
+    uvicorn's ``shutdown`` (``Server.shutdown`` calls it on each connection on SIGTERM) sends
+    ``conn.send_close(1012)`` with no reason and no option or hook to give one; this is its own branch for an
+    open socket, with the reason (and in the application's ``websocket.disconnect``). Every other case (a
+    close already sent, the handshake not done, a socket already closing) is uvicorn's, unchanged.
+    """
+    protocol_class = _sansio_protocol()
+    if protocol_class is None:
+        return False
+    from websockets.protocol import State
+
+    inner_shutdown = protocol_class.shutdown
+    OPEN = State.OPEN
+
+    def shutdown(self) -> None:
+        if self.close_sent or not self.handshake_complete or self.conn.state is not OPEN:
+            return inner_shutdown(self)
+        self.stop_keepalive()
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": SERVICE_RESTART, "reason": SERVICE_RESTART_REASON})
+        self.conn.send_close(SERVICE_RESTART, SERVICE_RESTART_REASON)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.transport.close()
+
+    protocol_class.shutdown = shutdown
     return True
 
 

@@ -31,6 +31,7 @@ def patched_attributes():
 
     return [
         Sansio.send, Sansio.keepalive_timeout, Sansio.handle_close, Sansio.handle_parser_exception, Sansio.data_received,
+        Sansio.shutdown,
         Http.connection_made, Http.on_message_begin, Http.on_headers_complete, Http.connection_lost,
         WebSocketProtocol.serverClose, WebSocketFactory.__init__, WebRequest.__init__, tcp.Connection.write,
         protocol.hltype, protocol.hlval, twisted_websocket.hltype, twisted_websocket.hlval, WebSocketProtocol.serverSend,

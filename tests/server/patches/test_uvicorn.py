@@ -231,3 +231,37 @@ async def test_a_pipelined_head_waits_for_the_answer_before_it_and_then_gets_its
     await _settle(0.4)
     assert transport.written.count(b"HTTP/1.1 408 Request Timeout") == 1
     assert transport.written.index(b"408") > transport.written.index(b"200 OK")
+
+
+@pytest.mark.asyncio
+async def test_the_shutdown_closes_an_open_socket_with_1012_and_the_reason_server_restart(under_uvicorn):
+    from server.patches import uvicorn as ours
+
+    ours.say_server_restart_on_uvicorn_shutdown.function()
+    events, go = [], asyncio.Event()
+    protocol, transport = await _open_socket(_app(events, go, []))
+    go.set()
+    await _settle()
+    protocol.shutdown()  # what uvicorn's Server.shutdown does to each connection on SIGTERM
+    await _settle()
+    reason = b"server restart"
+    assert bytes(transport.written) == bytes([0x88, 2 + len(reason)]) + (1012).to_bytes(2, "big") + reason
+    assert transport.closing
+    assert ("received", "websocket.disconnect", 1012) in events
+
+
+@pytest.mark.asyncio
+async def test_the_shutdown_after_a_close_already_sent_sends_nothing_more(under_uvicorn):
+    from server.patches import uvicorn as ours
+
+    ours.say_server_restart_on_uvicorn_shutdown.function()
+    events, go = [], asyncio.Event()
+    protocol, transport = await _open_socket(_app(events, go, [{"type": "websocket.close", "code": 4401}]))
+    go.set()
+    await _settle()
+    sent = bytes(transport.written)
+    assert sent[:4] == b"\x88\x02" + (4401).to_bytes(2, "big")
+    protocol.shutdown()
+    await _settle()
+    assert bytes(transport.written) == sent, "uvicorn's own branch: the close already went, only the transport closes"
+    assert transport.closing
