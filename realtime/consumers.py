@@ -31,7 +31,7 @@ from . import admission, protocol, publisher, watchdog
 from .auth import BEARER, DATABASE_UNAVAILABLE, still_valid
 from .conf import realtime_setting
 from .fastpath import FastPathConsumerMixin
-from .layers.membership import join_counting
+from .layers.membership import join_counting, leave
 from .layers.replies import wait_reply
 from .protocol import (
     CLOSE_BAD_REQUEST,
@@ -140,7 +140,7 @@ class NotificationConsumer(FastPathConsumerMixin, AsyncJsonWebsocketConsumer):
         if cap and sockets is not None and sockets > cap:
             # Counted by the layer across server processes, this socket included: leave again.
             try:
-                await asyncio.wait_for(self.channel_layer.group_discard(group, self.channel_name), 1.0)
+                await asyncio.wait_for(leave(self.channel_layer, group, self.channel_name), 1.0)
             except Exception:
                 pass  # the membership expires by itself
             logger.info("socket closed: user %s has %d sockets open (cap %d)", self.user.pk, sockets - 1, cap)
@@ -170,7 +170,8 @@ class NotificationConsumer(FastPathConsumerMixin, AsyncJsonWebsocketConsumer):
         await self._cancel_tasks()
         if self.__dict__.get("group"):
             try:
-                await asyncio.wait_for(self.channel_layer.group_discard(self.group, self.channel_name), 1.0)
+                # Batched: on a server's stop every socket leaves at once (realtime/layers/membership.py).
+                await asyncio.wait_for(leave(self.channel_layer, self.group, self.channel_name), 1.0)
             except Exception:
                 pass  # the membership expires by itself
 

@@ -1,5 +1,5 @@
 """
-A socket's join of its user's group, counting the user's open sockets (REALTIME['MAX_SOCKETS_PER_USER']).
+A socket's join of its user's group, counting the user's open sockets (REALTIME['MAX_SOCKETS_PER_USER']), and its leave.
 
 With the Redis layer the count is the group's sorted set, the same for every server process
 (``BatchingRedisChannelLayer.group_add_counting``); with channels' in-memory layer it is this
@@ -24,3 +24,15 @@ async def join_counting(layer, group: str, channel: str, *, fresh_within: float)
     if isinstance(groups, dict):
         return sum(1 for joined in groups.get(group, {}).values() if joined >= since)
     return None
+
+
+async def leave(layer, group: str, channel: str) -> None:
+    """
+    Remove ``channel`` from ``group``: with the Redis layer in one batch with the other leaves of the same turn of
+    the loop (``BatchingRedisChannelLayer.group_discard_batched``: a server that stops has every socket leave at once).
+    """
+    batched = getattr(layer, "group_discard_batched", None)
+    if batched is not None:
+        await batched(group, channel)
+    else:
+        await layer.group_discard(group, channel)

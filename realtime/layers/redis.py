@@ -79,6 +79,7 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
         # timeout and bound each reply with wait_reply() instead, which a busy loop does not trip.
         self.reply_timeout: float | None = min(timeouts) if timeouts else None
         self._patient: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loop -> {index: client}
+        self._discards: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loop -> the discards' next batch
 
     def patient_connection(self, index: int) -> aioredis.Redis:
         """
@@ -270,6 +271,56 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
         pipe.zcount(key, since, "+inf")
         return int((await pipe.execute())[2])
 
+    async def group_discard_batched(self, group: str, channel: str) -> None:
+        """
+        ``group_discard``, sent with every other discard of the same turn of the loop: one pipelined round trip
+        per shard.
+
+        A server that stops closes all its sockets at once (uvicorn: 1012 to each, then each consumer leaves its
+        group). One ZREM each meant as many concurrent commands, each on a pooled connection of its own:
+        thousands of new Redis connections on the loop that was closing the sockets, and not one of 10,000
+        consumers done within uvicorn's 10 s (bench/stop.py; bench/JOURNAL.md, finding 80). A failed batch
+        raises in each of its callers still waiting.
+        """
+        assert self.require_valid_group_name(group), "Group name not valid"
+        assert self.require_valid_channel_name(channel), "Channel name not valid"
+        loop = asyncio.get_running_loop()
+        batch = self._discards.get(loop)
+        if batch is None:
+            batch = self._discards[loop] = _DiscardBatch()
+            batch.task = loop.create_task(self._flush_discards(loop, batch))  # runs on the next turn
+        batch.pairs.append((group, channel))
+        # A future per caller: a caller that stops waiting cancels only its own. (asyncio.shield of one shared
+        # future costs each caller a scan of every other's callback: a tenth of a 10,000-socket stop.)
+        waiter = loop.create_future()
+        batch.waiters.append(waiter)
+        await waiter
+
+    async def _flush_discards(self, loop, batch: "_DiscardBatch") -> None:
+        """Send ``batch``'s discards, those queued until now: one pipeline of ZREMs per shard."""
+        if self._discards.get(loop) is batch:
+            del self._discards[loop]  # the discards from now on make the next batch
+        by_shard: dict[int, list[tuple[str, str]]] = collections.defaultdict(list)
+        for group, channel in batch.pairs:
+            by_shard[self.consistent_hash(group)].append((group, channel))
+
+        async def discard(index: int, members: list[tuple[str, str]]) -> None:
+            pipe = self.connection(index).pipeline(transaction=False)
+            for group, channel in members:
+                pipe.zrem(self._group_key(group), channel)
+            await pipe.execute()
+
+        try:
+            await asyncio.gather(*(discard(index, members) for index, members in by_shard.items()))
+        except Exception as exc:
+            for waiter in batch.waiters:
+                if not waiter.done():  # not given up (cancelled) by its caller
+                    waiter.set_exception(exc)
+        else:
+            for waiter in batch.waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
     def group_key(self, group: str) -> bytes:
         """The Redis key of ``group``'s members (channels-redis' format, realtime/layers/compat.py)."""
         return self._group_key(group)
@@ -421,3 +472,14 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
         if failure is not None:
             raise failure
         return dropped
+
+
+class _DiscardBatch:
+    """The group discards of one turn of the loop (``group_discard_batched``), and the task that sends them."""
+
+    __slots__ = ("pairs", "waiters", "task")
+
+    def __init__(self) -> None:
+        self.pairs: list[tuple[str, str]] = []
+        self.waiters: list[asyncio.Future] = []  # one per caller, resolved when the batch is sent
+        self.task: asyncio.Task | None = None

@@ -317,6 +317,27 @@ async def test_a_closed_socket_leaves_its_group(ws, alice):
     assert await group_members(group) == []
 
 
+async def test_sockets_that_close_at_once_leave_their_groups_on_one_redis_connection(private_redis_layer, socket_factory, make_user):
+    """
+    A server's stop closes every socket at once (uvicorn: 1012 to each). Each consumer's own ZREM took a
+    pooled Redis connection of its own: thousands of new connections, and a 10,000-socket uvicorn still
+    stopping after 16.5 s (bench/stop.py). The leaves of one turn of the loop are one pipeline.
+    """
+    users = [await database_sync_to_async(make_user)() for _ in range(40)]
+    sockets = [await socket_factory(u) for u in users]
+    for sock in sockets:
+        await sock.until_sync_done()
+    groups = [group_for_user(u.pk) for u in users]
+    assert all([len(await group_members(g)) == 1 for g in groups])
+    redis = private_redis_layer.client()
+    before = redis.info("stats")["total_connections_received"]
+    await asyncio.gather(*(sock.disconnect(code=1012) for sock in sockets))
+    opened = redis.info("stats")["total_connections_received"] - before
+    redis.close()
+    assert all([await group_members(g) == [] for g in groups]), "every socket left its group"
+    assert opened <= 1, f"{opened} Redis connections opened for 40 sockets leaving at once"
+
+
 # --- Long-lived sockets against the real Redis ---------------------------------------------------
 
 

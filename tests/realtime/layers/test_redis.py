@@ -372,3 +372,53 @@ async def test_sockets_opened_after_a_redis_restart_join_their_groups_on_the_fir
     assert [r for r in results if isinstance(r, BaseException)] == []
     assert private_redis.client().zcard(f"{layer.prefix}:group:h0") == 1
     await layer.flush()
+
+
+async def test_the_discards_of_one_turn_are_one_pipeline_and_leave_the_other_members(make_layer):
+    layer = make_layer()
+    stay, leaving = await layer.new_channel(), [await layer.new_channel() for _ in range(30)]
+    for i, channel in enumerate(leaving):
+        await layer.group_add(f"inbox.user.{i % 3}", channel)
+    await layer.group_add("inbox.user.0", stay)
+    client = layer.connection(0)
+    commands, pipelines = _record_commands(client), []
+    real_pipeline = client.pipeline
+
+    def recording_pipeline(*args, **kwargs):
+        pipelines.append(real_pipeline(*args, **kwargs))
+        return pipelines[-1]
+
+    client.pipeline = recording_pipeline
+    await asyncio.gather(*(layer.group_discard_batched(f"inbox.user.{i % 3}", c) for i, c in enumerate(leaving)))
+    assert commands == [] and len(pipelines) == 1, "one round trip for the 30 discards"
+    members = {g: await client.zrange(layer.group_key(g), 0, -1) for g in ("inbox.user.0", "inbox.user.1", "inbox.user.2")}
+    assert members == {"inbox.user.0": [stay.encode()], "inbox.user.1": [], "inbox.user.2": []}
+
+
+async def test_a_failed_batch_of_discards_raises_in_each_caller_and_one_that_gave_up_stops_no_other(make_layer):
+    layer = make_layer()
+    channels = [await layer.new_channel() for _ in range(3)]
+    for channel in channels:
+        await layer.group_add("inbox.user.1", channel)
+    calls = [asyncio.ensure_future(layer.group_discard_batched("inbox.user.1", c)) for c in channels]
+    await asyncio.sleep(0)  # each has joined the batch, which is sent on the next turn
+    calls[0].cancel()  # as the consumer's timeout does
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert [type(r) for r in results] == [asyncio.CancelledError, type(None), type(None)]
+    assert await layer.connection(0).zrange(layer.group_key("inbox.user.1"), 0, -1) == [], "the batch went all the same"
+
+    client = layer.connection(0)
+    real_pipeline = client.pipeline
+
+    def failing_pipeline(*args, **kwargs):
+        pipe = real_pipeline(*args, **kwargs)
+
+        async def refused():
+            raise ConnectionError("refused")
+
+        pipe.execute = refused
+        return pipe
+
+    client.pipeline = failing_pipeline
+    results = await asyncio.gather(*(layer.group_discard_batched("inbox.user.1", c) for c in channels), return_exceptions=True)
+    assert [type(r) for r in results] == [ConnectionError] * 3
