@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from datetime import timedelta
 
@@ -315,6 +316,22 @@ async def test_a_closed_socket_leaves_its_group(ws, alice):
     assert len(await group_members(group)) == 1
     await sock.disconnect()
     assert await group_members(group) == []
+
+
+async def test_a_closing_socket_does_not_wait_for_the_database_thread(ws, alice):
+    """
+    Channels' websocket_disconnect closes old database connections on the one thread-sensitive worker thread:
+    each closing socket waited its turn there, 10,000 in a row on a server's stop (bench/stop.py).
+    """
+    sock = await ws(alice)
+    await sock.until_sync_done()
+    busy = asyncio.ensure_future(database_sync_to_async(time.sleep)(1.0))  # the thread is taken for 1 s
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    await sock.disconnect()
+    took = time.monotonic() - started
+    await busy
+    assert took < 0.3, f"the close waited {took:.2f}s for the database thread"
 
 
 async def test_sockets_that_close_at_once_leave_their_groups_on_one_redis_connection(private_redis_layer, socket_factory, make_user):
