@@ -7,8 +7,8 @@ How long one server process takes to exit on SIGTERM while it holds N idle authe
 One uvicorn process started as the image starts each of its servers (scripts/serve.py's DEFAULT_SERVER,
 no access log), a private redis-server, PostgreSQL at --database-url (created and migrated if missing;
 bench users and minted tokens, as bench/scale.py). Once every socket has its ``sync.done``: SIGTERM, then
-the time to the process' exit and to the last socket closed, and the close codes and reasons the clients
-got. ``--py-spy record`` profiles the server during the stop (a flame graph in the work directory);
+the time to the process' exit and to the last socket closed, the close codes and reasons the clients
+got, and the group memberships the sockets left behind in Redis. ``--py-spy record`` profiles the server during the stop (a flame graph in the work directory);
 ``--py-spy dump`` dumps its stack once a second during it.
 """
 
@@ -144,6 +144,12 @@ def main(argv=None) -> int:
         last_closed = max((c[2] for c in closed if c[2]), default=None)
         print(f"SIGTERM -> exit: {exited - sigterm:.2f} s (status {status}); SIGTERM -> last socket closed: "
               f"{(last_closed - sigterm) if last_closed else float('nan'):.2f} s; closes: {dict(codes)}", flush=True)
+        import redis as redis_client
+
+        r = redis_client.Redis.from_url(redis.url)
+        left = sum(r.zcard(key) for key in r.scan_iter(match="*group*", count=1000))
+        r.close()
+        print(f"group memberships left in Redis after the exit: {left:,} (of {count:,} sockets)", flush=True)
         if spy is not None:
             spy.wait(30)
             print(f"py-spy: {svg}", flush=True)
