@@ -141,7 +141,7 @@ class NotificationConsumer(FastPathConsumerMixin, AsyncJsonWebsocketConsumer):
         if cap and sockets is not None and sockets > cap:
             # Counted by the layer across server processes, this socket included: leave again.
             try:
-                await asyncio.wait_for(leave(self.channel_layer, group, self.channel_name), 1.0)
+                await leave(self.channel_layer, group, self.channel_name)
             except Exception:
                 pass  # the membership expires by itself
             logger.info("socket closed: user %s has %d sockets open (cap %d)", self.user.pk, sockets - 1, cap)
@@ -182,8 +182,9 @@ class NotificationConsumer(FastPathConsumerMixin, AsyncJsonWebsocketConsumer):
         await self._cancel_tasks()
         if self.__dict__.get("group"):
             try:
-                # Batched: on a server's stop every socket leaves at once (realtime/layers/membership.py).
-                await asyncio.wait_for(leave(self.channel_layer, self.group, self.channel_name), 1.0)
+                # Batched and bounded by Redis' time: on a server's stop every socket leaves at once
+                # (realtime/layers/membership.py).
+                await leave(self.channel_layer, self.group, self.channel_name)
             except Exception:
                 pass  # the membership expires by itself
 

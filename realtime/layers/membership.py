@@ -10,6 +10,7 @@ leaving (it stops counting within that time instead of channels-redis' group_exp
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 
@@ -26,13 +27,14 @@ async def join_counting(layer, group: str, channel: str, *, fresh_within: float)
     return None
 
 
-async def leave(layer, group: str, channel: str) -> None:
+async def leave(layer, group: str, channel: str, *, timeout: float = 1.0) -> None:
     """
     Remove ``channel`` from ``group``: with the Redis layer in one batch with the other leaves of the same turn of
-    the loop (``BatchingRedisChannelLayer.group_discard_batched``: a server that stops has every socket leave at once).
+    the loop (``BatchingRedisChannelLayer.group_discard_batched``: a server that stops has every socket leave at once),
+    bounded by Redis' time, not by a busy loop's; with another layer, for at most ``timeout`` seconds.
     """
     batched = getattr(layer, "group_discard_batched", None)
     if batched is not None:
         await batched(group, channel)
     else:
-        await layer.group_discard(group, channel)
+        await asyncio.wait_for(layer.group_discard(group, channel), timeout)

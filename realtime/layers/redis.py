@@ -279,8 +279,9 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
         A server that stops closes all its sockets at once (uvicorn: 1012 to each, then each consumer leaves its
         group). One ZREM each meant as many concurrent commands, each on a pooled connection of its own:
         thousands of new Redis connections on the loop that was closing the sockets, and not one of 10,000
-        consumers done within uvicorn's 10 s (bench/stop.py; bench/JOURNAL.md, finding 80). A failed batch
-        raises in each of its callers still waiting.
+        consumers done within uvicorn's 10 s (bench/stop.py; bench/JOURNAL.md, finding 80). The batch is bounded
+        by ``wait_reply`` (Redis' time, not a busy loop's): callers await it without a bound of their own. A
+        failed batch raises in each of its callers still waiting.
         """
         assert self.require_valid_group_name(group), "Group name not valid"
         assert self.require_valid_channel_name(channel), "Channel name not valid"
@@ -305,14 +306,17 @@ class BatchingRedisChannelLayer(RedisChannelLayer):
             by_shard[self.consistent_hash(group)].append((group, channel))
 
         async def discard(index: int, members: list[tuple[str, str]]) -> None:
-            pipe = self.connection(index).pipeline(transaction=False)
+            # Patient, bounded by wait_reply: the turns of a stopping server's loop are long, and a read timeout
+            # (or a new pooled connection to open) lost the race with the process' exit.
+            pipe = self.patient_connection(index).pipeline(transaction=False)
             for group, channel in members:
                 pipe.zrem(self._group_key(group), channel)
-            await pipe.execute()
+            await wait_reply(pipe.execute(), self.reply_timeout)
 
         try:
             await asyncio.gather(*(discard(index, members) for index, members in by_shard.items()))
         except Exception as exc:
+            logger.warning("%d group discard(s) not sent (%s: %s); the memberships expire by themselves", len(batch.pairs), type(exc).__name__, exc)
             for waiter in batch.waiters:
                 if not waiter.done():  # not given up (cancelled) by its caller
                     waiter.set_exception(exc)

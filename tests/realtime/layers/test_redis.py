@@ -380,7 +380,7 @@ async def test_the_discards_of_one_turn_are_one_pipeline_and_leave_the_other_mem
     for i, channel in enumerate(leaving):
         await layer.group_add(f"inbox.user.{i % 3}", channel)
     await layer.group_add("inbox.user.0", stay)
-    client = layer.connection(0)
+    client = layer.patient_connection(0)
     commands, pipelines = _record_commands(client), []
     real_pipeline = client.pipeline
 
@@ -405,9 +405,9 @@ async def test_a_failed_batch_of_discards_raises_in_each_caller_and_one_that_gav
     calls[0].cancel()  # as the consumer's timeout does
     results = await asyncio.gather(*calls, return_exceptions=True)
     assert [type(r) for r in results] == [asyncio.CancelledError, type(None), type(None)]
-    assert await layer.connection(0).zrange(layer.group_key("inbox.user.1"), 0, -1) == [], "the batch went all the same"
+    assert await layer.patient_connection(0).zrange(layer.group_key("inbox.user.1"), 0, -1) == [], "the batch went all the same"
 
-    client = layer.connection(0)
+    client = layer.patient_connection(0)
     real_pipeline = client.pipeline
 
     def failing_pipeline(*args, **kwargs):
