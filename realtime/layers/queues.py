@@ -3,7 +3,7 @@
 
 Every open socket has one (``BatchingRedisChannelLayer.attach``). An empty ``asyncio.Queue`` is four
 deques (its items, getters, putters and the ``join()`` event's waiters), about 3.3 KB of the 34 KB a
-socket cost under uvicorn (bench/JOURNAL.md, finding 80), for features a socket's queue never uses:
+socket cost under uvicorn (bench/JOURNAL.md, finding 81), for features a socket's queue never uses:
 a bound, several readers, ``join()``. This one is unbounded, has one reader, and holds a deque only
 while something is queued.
 """

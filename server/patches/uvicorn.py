@@ -58,7 +58,7 @@ def _close_for_policy(protocol, what: str) -> None:
 @patch(
     "uvicorn", ">=0.54,<0.55",
     "uvicorn keeps every socket's handshake request and response, headers and all, for the socket's life: "
-    "about 4.6 KB of each socket's 34 KB (issue 22, bench/JOURNAL.md finding 80)",
+    "about 4.6 KB of each socket's 34 KB (issue 22, bench/JOURNAL.md finding 81)",
     also={"websockets": ">=17,<18"},
 )
 def forget_uvicorn_handshakes() -> bool:

@@ -50,7 +50,7 @@ def test_every_patch_is_applied_at_startup_inside_its_range():
 
 
 def test_each_patch_says_what_it_patches_and_why():
-    assert len({p.name for p in PATCHES}) == len(PATCHES) == 15
+    assert len({p.name for p in PATCHES}) == len(PATCHES) == 16
     for p in PATCHES:
         assert p.name == p.function.__name__
         assert p.library in {"daphne", "Twisted", "autobahn", "uvicorn"}
